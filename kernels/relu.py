@@ -1,0 +1,116 @@
+"""relu, forward and backward in Triton, for tensors of any layout."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels import _runtime as rt
+from kernels._strided import flat_strides
+
+__all__ = ["ReLUFunction", "relu"]
+
+BLOCK = 1024  # elements per program: 4 KiB of fp32 in flight per program is enough to stream
+
+
+@triton.jit
+def _strided_offsets(offs, S1, S2, S3, s0, s1, s2, s3):
+    """Memory offsets of the elements at row-major linear indices ``offs`` of a (S0, S1, S2, S3)
+    view with strides (s0, s1, s2, s3)."""
+    i3 = offs % S3
+    r = offs // S3
+    i2 = r % S2
+    r = r // S2
+    i1 = r % S1
+    i0 = r // S1
+    return i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3
+
+
+@triton.jit
+def _relu_fwd_kernel(
+    x_ptr,  # input, any layout described by (S*, xs*)
+    y_ptr,  # output, contiguous
+    n,  # number of elements
+    S1, S2, S3,  # collapsed sizes (S0 is implied by n)
+    xs0, xs1, xs2, xs3,  # input strides, in elements
+    CONTIGUOUS: tl.constexpr,  # input is contiguous: skip the index arithmetic
+    BLOCK: tl.constexpr,
+):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    if CONTIGUOUS:
+        x_offs = offs
+    else:
+        x_offs = _strided_offsets(offs, S1, S2, S3, xs0, xs1, xs2, xs3)
+    x = tl.load(x_ptr + x_offs, mask=mask).to(tl.float32 if x_ptr.dtype.element_ty != tl.float64 else tl.float64)
+    y = tl.where(x < 0, 0.0, x)  # NaN stays NaN, as in torch
+    tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _relu_bwd_kernel(
+    y_ptr,  # saved output, contiguous
+    g_ptr,  # grad_output, any layout described by (S*, gs*)
+    dx_ptr,  # grad_input, contiguous
+    n,
+    S1, S2, S3,
+    gs0, gs1, gs2, gs3,  # grad_output strides (0 where it was expanded)
+    CONTIGUOUS: tl.constexpr,
+    BLOCK: tl.constexpr,
+):
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n
+    if CONTIGUOUS:
+        g_offs = offs
+    else:
+        g_offs = _strided_offsets(offs, S1, S2, S3, gs0, gs1, gs2, gs3)
+    acc_t = tl.float32 if g_ptr.dtype.element_ty != tl.float64 else tl.float64
+    y = tl.load(y_ptr + offs, mask=mask).to(acc_t)
+    g = tl.load(g_ptr + g_offs, mask=mask).to(acc_t)
+    dx = tl.where(y > 0, g, 0.0)  # torch's rule: the gradient at 0 is 0
+    tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+def relu_forward(x: torch.Tensor) -> torch.Tensor:
+    rt.check_float(x, "input")
+    y = rt.empty_like(x)
+    n = x.numel()
+    if n == 0:
+        return y
+    sizes, (xs,), contiguous, _ = flat_strides(x)
+    _relu_fwd_kernel[(rt.cdiv(n, BLOCK),)](x, y, n, *sizes[1:], *xs, CONTIGUOUS=contiguous, BLOCK=BLOCK)
+    return y
+
+
+def relu_backward(y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    if g.shape != y.shape or g.dtype != y.dtype:
+        raise ValueError(f"grad_output of shape {tuple(g.shape)} {g.dtype} for an output of {tuple(y.shape)} {y.dtype}")
+    dx = rt.empty_like(y)
+    n = y.numel()
+    if n == 0:
+        return dx
+    sizes, (gs,), contiguous, _ = flat_strides(g)
+    _relu_bwd_kernel[(rt.cdiv(n, BLOCK),)](y, g, dx, n, *sizes[1:], *gs, CONTIGUOUS=contiguous, BLOCK=BLOCK)
+    return dx
+
+
+class ReLUFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        y = relu_forward(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+        (y,) = ctx.saved_tensors
+        return relu_backward(y, g)
+
+
+def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """``torch.nn.functional.relu`` in Triton (``inplace`` is not supported: it would overwrite a
+    tensor autograd may need)."""
+    if inplace:
+        raise NotImplementedError("relu(inplace=True) is not supported; use the out-of-place form")
+    return ReLUFunction.apply(input)
