@@ -93,7 +93,9 @@ def shapes(
     dims = [draw(st.integers(min_side, max_side)) for _ in range(ndim)]
     if ndim and (awkward or large):
         pick = draw(st.integers(0, ndim - 1))
-        dims[pick] = max(min_side, draw(sides(min_side=max(min_side, 1), max_side=max(max_side, 1), awkward=awkward, large=large)))
+        dims[pick] = max(
+            min_side, draw(sides(min_side=max(min_side, 1), max_side=max(max_side, 1), awkward=awkward, large=large))
+        )
     # keep within the element budget: shrink the other dims, then the big one
     while math.prod(dims) > max_numel:
         j = max(range(ndim), key=lambda i: dims[i])
@@ -132,8 +134,9 @@ def values(
     normal: N(0, scale^2); uniform: U(min_value or -scale, max_value or scale); positive: log-uniform
     in [min_value or 0.1*scale, max_value or 10*scale]; separated: distinct values at least
     ``scale/16`` apart and at least ``scale/32`` from 0, in random order (no ties, no value at a
-    relu/abs kink, so finite differences are valid; see the comment for sizes past 256); logits: N(0, (3 scale)^2) with now and then a
-    dominant entry; integers: small integers in [-4, 4] * scale (sums are exact in every dtype)."""
+    relu/abs kink, so finite differences are valid; see the comment for sizes past 256); logits:
+    N(0, (3 scale)^2) with now and then a dominant entry; integers: small integers in [-4, 4] * scale
+    (sums are exact in every dtype)."""
     n = int(math.prod(shape))
     if elements == "normal":
         v = rng.standard_normal(n) * scale
@@ -205,7 +208,9 @@ def tensors(
 
 
 @st.composite
-def broadcastable_shapes(draw, *, max_dims: int = 4, max_side: int = 8, max_numel: int = 1 << 14) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def broadcastable_shapes(
+    draw, *, max_dims: int = 4, max_side: int = 8, max_numel: int = 1 << 14
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """Two shapes that broadcast together (dims dropped on the left or set to 1 on either side)."""
     out = draw(shapes(min_dims=0, max_dims=max_dims, max_side=max_side, max_numel=max_numel))
     a, b = list(out), list(out)
@@ -285,7 +290,9 @@ def _out_size(size: int, k: int, s: int, p: int, d: int, ceil: bool = False) -> 
 
 
 @st.composite
-def conv2d_geometries(draw, *, max_batch: int = 4, max_channels: int = 6, max_hw: int = 12, max_kernel: int = 5, groups: bool = True) -> ConvGeometry:
+def conv2d_geometries(
+    draw, *, max_batch: int = 4, max_channels: int = 6, max_hw: int = 12, max_kernel: int = 5, groups: bool = True
+) -> ConvGeometry:
     """Non-square inputs and kernels, stride with rounding-down output sizes, padding (up to half
     the dilated kernel, as torch allows), dilation and groups; the output is never empty."""
     g = draw(st.sampled_from((1, 1, 2, 3))) if groups else 1
@@ -326,7 +333,9 @@ class PoolGeometry:
     def output_hw(self) -> tuple[int, int]:
         return tuple(
             _pool_out(size, k, s, p, d, self.ceil_mode)
-            for size, k, s, p, d in zip((self.h, self.w), self.kernel, self.stride, self.padding, self.dilation, strict=True)
+            for size, k, s, p, d in zip(
+                (self.h, self.w), self.kernel, self.stride, self.padding, self.dilation, strict=True
+            )
         )
 
 
@@ -338,7 +347,9 @@ def _pool_out(size: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
 
 
 @st.composite
-def pool2d_geometries(draw, *, max_batch: int = 3, max_channels: int = 4, max_hw: int = 12, max_kernel: int = 3) -> PoolGeometry:
+def pool2d_geometries(
+    draw, *, max_batch: int = 3, max_channels: int = 4, max_hw: int = 12, max_kernel: int = 3
+) -> PoolGeometry:
     """Kernel, stride (default = kernel, as torch), padding <= kernel/2, dilation, ceil_mode;
     the output is never empty."""
     kh, kw = draw(st.integers(1, max_kernel)), draw(st.integers(1, max_kernel))
@@ -356,7 +367,14 @@ def pool2d_geometries(draw, *, max_batch: int = 3, max_channels: int = 4, max_hw
 
 
 @st.composite
-def class_targets(draw, shape: Sequence[int] | st.SearchStrategy, num_classes: int, *, ignore_index: int | None = -100, p_ignore: float = 0.2) -> torch.Tensor:
+def class_targets(
+    draw,
+    shape: Sequence[int] | st.SearchStrategy,
+    num_classes: int,
+    *,
+    ignore_index: int | None = -100,
+    p_ignore: float = 0.2,
+) -> torch.Tensor:
     """int64 class indices in [0, num_classes) of ``shape``; with ``ignore_index`` set, each
     position is that index with probability about ``p_ignore`` (sometimes all of them)."""
     _check_int("num_classes", num_classes, 1)

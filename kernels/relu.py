@@ -32,8 +32,13 @@ def _relu_fwd_kernel(
     x_ptr,  # input, any layout described by (S*, xs*)
     y_ptr,  # output, contiguous
     n,  # number of elements
-    S1, S2, S3,  # collapsed sizes (S0 is implied by n)
-    xs0, xs1, xs2, xs3,  # input strides, in elements
+    S1,
+    S2,
+    S3,  # collapsed sizes (S0 is implied by n)
+    xs0,
+    xs1,
+    xs2,
+    xs3,  # input strides, in elements
     CONTIGUOUS: tl.constexpr,  # input is contiguous: skip the index arithmetic
     BLOCK: tl.constexpr,
 ):
@@ -54,8 +59,13 @@ def _relu_bwd_kernel(
     g_ptr,  # grad_output, any layout described by (S*, gs*)
     dx_ptr,  # grad_input, contiguous
     n,
-    S1, S2, S3,
-    gs0, gs1, gs2, gs3,  # grad_output strides (0 where it was expanded)
+    S1,
+    S2,
+    S3,
+    gs0,
+    gs1,
+    gs2,
+    gs3,  # grad_output strides (0 where it was expanded)
     CONTIGUOUS: tl.constexpr,
     BLOCK: tl.constexpr,
 ):

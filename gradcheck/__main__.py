@@ -1,0 +1,7 @@
+"""``python -m gradcheck``: see gradcheck.cli."""
+
+import sys
+
+from gradcheck.cli import main
+
+sys.exit(main())

@@ -1,0 +1,198 @@
+"""Command line: ``python -m gradcheck`` verifies the catalog; ``python -m gradcheck train`` runs the classifier."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+__all__ = ["main"]
+
+DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "float64": torch.float64,
+    "fp32": torch.float32,
+    "fp16": torch.float16,
+    "bf16": torch.bfloat16,
+    "fp64": torch.float64,
+}
+TABLE_CHECKS = ("forward", "backward", "backward_fd")
+
+
+def _load_impl(spec: str):
+    """``NAME=package.module:attribute`` -> (NAME, callable)."""
+    if "=" not in spec or ":" not in spec.split("=", 1)[1]:
+        raise argparse.ArgumentTypeError(f"--impl takes NAME=module:attribute, got {spec!r}")
+    name, target = spec.split("=", 1)
+    module, attr = target.split(":", 1)
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise argparse.ArgumentTypeError(f"{target} is not callable")
+    return name, obj
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m gradcheck",
+        description="Verify every op in the catalog (forward, backward vs reference, backward vs finite differences) "
+        "and print a table. Subcommand 'train' runs the blitz classifier (python -m gradcheck train --help).",
+    )
+    p.add_argument("--ops", default=None, help="comma-separated op names (default: all; see --list)")
+    p.add_argument(
+        "--dtypes", default=None, help="comma-separated dtypes: float32,float16,bfloat16,float64 (default: each op's)"
+    )
+    p.add_argument(
+        "--examples", type=int, default=None, help="examples per op and dtype (default: the Hypothesis profile's)"
+    )
+    p.add_argument("--profile", default=None, choices=("dev", "ci", "thorough", "gpu"), help="Hypothesis profile")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON to PATH")
+    p.add_argument(
+        "--impl",
+        action="append",
+        default=[],
+        metavar="NAME=MODULE:ATTR",
+        help="verify a drop-in implementation for op NAME instead of ours (repeatable)",
+    )
+    p.add_argument("--list", action="store_true", help="list the ops in the catalog and exit")
+    return p
+
+
+def _verify_main(argv: Sequence[str]) -> int:
+    args = _parser().parse_args(argv)
+    from hypothesis import settings
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.table import Table
+
+    import gradcheck.plugin  # noqa: F401  (registers the Hypothesis profiles)
+    from gradcheck.catalog import catalog
+    from gradcheck.report import VerificationError
+    from gradcheck.runner import verify_op
+
+    if args.profile:
+        settings.load_profile(args.profile)
+    console = Console(width=None if sys.stdout.isatty() else 132)
+    specs = catalog()
+    if args.list:
+        for name, spec in sorted(specs.items()):
+            console.print(f"{name:<14} {', '.join(str(d).removeprefix('torch.') for d in spec.dtypes):<40} {spec.doc}")
+        return 0
+    names = [n.strip() for n in args.ops.split(",")] if args.ops else sorted(specs)
+    unknown = [n for n in names if n not in specs]
+    if unknown:
+        console.print(f"[red]unknown op(s): {', '.join(unknown)}[/red]; known: {', '.join(sorted(specs))}")
+        return 2
+    impls = dict(_load_impl(s) for s in args.impl)
+    wanted = None
+    if args.dtypes:
+        try:
+            wanted = [DTYPES[d.strip()] for d in args.dtypes.split(",")]
+        except KeyError as e:
+            console.print(f"[red]unknown dtype {e.args[0]!r}[/red]; known: {', '.join(DTYPES)}")
+            return 2
+
+    jobs = [(n, d) for n in names for d in specs[n].dtypes if wanted is None or d in wanted]
+    results, failures = [], []
+    started = time.perf_counter()
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("verifying", total=len(jobs))
+        for name, dtype in jobs:
+            dname = str(dtype).removeprefix("torch.")
+            progress.update(task, description=f"verifying {name} [{dname}]")
+            t0 = time.perf_counter()
+            try:
+                report = verify_op(name, impl=impls.get(name), dtypes=[dtype], max_examples=args.examples)
+                error = None
+            except VerificationError as e:
+                report, error = getattr(e, "report", None), e
+                failures.append(e)
+            seconds = time.perf_counter() - t0
+            row = {"op": name, "dtype": dname, "passed": error is None, "seconds": seconds, "checks": {}}
+            for s in report.stats if report is not None else []:
+                row["checks"][s.check] = {
+                    "examples": s.examples,
+                    "skipped": s.skipped,
+                    "worst_error": s.worst_error,
+                    "tolerance": s.worst_tolerance,
+                    "ratio": s.worst_ratio,
+                }
+            if error is not None:
+                row["failed_check"] = error.check
+                row["message"] = str(error)
+            results.append(row)
+            progress.advance(task)
+
+    table = Table(
+        title="gradcheck: kernels vs NumPy float64 reference",
+        caption="cells: worst |error| (its ratio to the tolerance; <= 1 passes); FD: finite differences",
+    )
+    table.add_column("op")
+    table.add_column("dtype")
+    for check in TABLE_CHECKS:
+        table.add_column(
+            {"forward": "forward", "backward": "backward vs ref", "backward_fd": "backward vs FD"}[check],
+            justify="right",
+        )
+    table.add_column("examples", justify="right")
+    table.add_column("time", justify="right")
+    table.add_column("result")
+    for row in results:
+        cells = []
+        for check in TABLE_CHECKS:
+            c = row["checks"].get(check)
+            if row.get("failed_check") == check:
+                cells.append("[red]FAIL[/red]")
+            elif c is None or c["examples"] == 0:
+                cells.append("-")
+            else:
+                cells.append(f"{c['worst_error']:.1e} ({c['ratio']:.2g})")
+        fwd = row["checks"].get("forward", {})
+        result = "[green]pass[/green]" if row["passed"] else f"[red]FAIL ({row.get('failed_check')})[/red]"
+        table.add_row(row["op"], row["dtype"], *cells, str(fwd.get("examples", 0)), f"{row['seconds']:.1f}s", result)
+    console.print(table)
+    total = time.perf_counter() - started
+    console.print(
+        f"{len(results) - len(failures)} passed, {len(failures)} failed in {total:.1f}s "
+        f"(kernels: {'Triton interpreter' if _interpret() else 'compiled, CUDA'})"
+    )
+    for e in failures:
+        console.rule(f"[red]{e.op} [{e.dtype}]: {e.check}")
+        print(str(e))
+        for note in getattr(e, "__notes__", []):
+            print(note)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"results": results, "seconds": total}, indent=2, default=str))
+    return 1 if failures else 0
+
+
+def _interpret() -> bool:
+    from kernels import _runtime
+
+    return _runtime.INTERPRET
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "train":
+        from gradcheck.train import main as train_main
+
+        return train_main(argv[1:])
+    return _verify_main(argv)

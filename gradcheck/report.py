@@ -1,0 +1,104 @@
+"""Verification results: :class:`Report` for a pass, :class:`VerificationError` for a failure."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+
+__all__ = ["CHECKS", "CheckStat", "Report", "VerificationError"]
+
+#: Every check the engine runs, with what it compares.
+CHECKS: dict[str, str] = {
+    "forward": "forward vs the NumPy float64 reference",
+    "backward": "backward vs the reference VJP",
+    "backward_fd": "backward vs finite differences of a float64 forward along a random direction",
+    "jacobian": "full Jacobian vs finite differences (small inputs)",
+    "reference_fd": "reference VJP vs finite differences of the reference forward (float64)",
+    "outputs": "outputs and gradients have the expected count, dtype, shape and device",
+    "guards": "inputs and grad_outputs unchanged, guard bands intact",
+    "zero_grad": "grad_output = 0 gives exactly zero gradients",
+    "nondiff": "non-differentiable inputs get no gradient",
+    "rerun": "a rerun on fresh copies at new addresses, with different poison, gives the same result",
+    "raises": "the implementation runs without raising on a valid input",
+}
+
+
+class VerificationError(AssertionError):
+    """A check failed. The message names the op, dtype, check, shapes and strides, the worst
+    element with both values, the error and the tolerance, and how to replay."""
+
+    def __init__(self, message: str, *, op: str = "", dtype: str = "", check: str = "", details: dict | None = None):
+        super().__init__(message)
+        self.op = op
+        self.dtype = dtype
+        self.check = check
+        self.details = details or {}
+
+
+@dataclass
+class CheckStat:
+    """One (dtype, check) cell: examples run, worst error relative to its tolerance, time."""
+
+    dtype: str
+    check: str
+    examples: int = 0
+    skipped: int = 0
+    worst_ratio: float = 0.0  # max over elements and examples of |err| / tol (pass: <= 1)
+    worst_error: float = 0.0
+    worst_tolerance: float = 0.0
+    seconds: float = 0.0
+
+    def record(self, ratio: float, error: float, tol: float) -> None:
+        if ratio > self.worst_ratio or self.examples == 0:
+            self.worst_ratio, self.worst_error, self.worst_tolerance = ratio, error, tol
+
+
+@dataclass
+class Report:
+    """The result of a verification that passed (a failure raises instead)."""
+
+    name: str
+    stats: list[CheckStat] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def stat(self, dtype: str, check: str) -> CheckStat:
+        for s in self.stats:
+            if s.dtype == dtype and s.check == check:
+                return s
+        s = CheckStat(dtype, check)
+        self.stats.append(s)
+        return s
+
+    def examples(self, dtype: str | None = None) -> int:
+        return max((s.examples for s in self.stats if s.check == "forward" and dtype in (None, s.dtype)), default=0)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "passed": self.passed,
+            "seconds": self.seconds,
+            "failures": self.failures,
+            "stats": [asdict(s) for s in self.stats],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(
+            self.to_dict(), indent=2, default=lambda x: None if isinstance(x, float) and math.isnan(x) else str(x)
+        )
+
+    def __str__(self) -> str:
+        lines = [f"{self.name}: {'passed' if self.passed else 'FAILED'} in {self.seconds:.1f}s"]
+        for s in self.stats:
+            skip = f", {s.skipped} skipped" if s.skipped else ""
+            lines.append(
+                f"  {s.dtype:<9} {s.check:<13} {s.examples:>5} examples{skip}  worst {s.worst_error:.3g} "
+                f"/ tol {s.worst_tolerance:.3g} ({s.worst_ratio:.3f})  {s.seconds:.2f}s"
+            )
+        lines.extend(f"  failure: {f.splitlines()[0]}" for f in self.failures)
+        return "\n".join(lines)

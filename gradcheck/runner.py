@@ -1,0 +1,49 @@
+"""verify_op: run the catalog's battery for one named op, on our kernel or a drop-in replacement."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from gradcheck.catalog import get_spec
+from gradcheck.engine import verify
+from gradcheck.report import Report
+
+__all__ = ["verify_op"]
+
+
+def verify_op(
+    name: str,
+    impl: Callable[..., Any] | None = None,
+    dtypes: Sequence[torch.dtype] | None = None,
+    *,
+    max_examples: int | None = None,
+) -> Report:
+    """Verify the catalog op ``name``: our own kernel (``impl=None``) or any callable with the same
+    signature, at the spec's dtypes (or ``dtypes``). Raises VerificationError on a failure."""
+    spec = get_spec(name)
+    chosen = tuple(dtypes) if dtypes is not None else spec.dtypes
+    unsupported = [d for d in chosen if d not in spec.dtypes]
+    if unsupported:
+        raise ValueError(
+            f"{name} is specified for {[str(d) for d in spec.dtypes]}, not {[str(d) for d in unsupported]}"
+        )
+    fn = impl if impl is not None else spec.impl
+    return verify(
+        fn,
+        spec.inputs,
+        reference=spec.reference,
+        reference_vjp=spec.reference_vjp if spec.differentiable else None,
+        dtypes=chosen,
+        name=name,
+        max_examples=max_examples,
+        depth=spec.depth,
+        multilinear=spec.multilinear,
+        ulps=spec.ulps,
+        kinks=spec.kinks,
+        backward=spec.differentiable,
+        deterministic=spec.deterministic,
+        tf32=None if "dot" in spec.tags else False,
+    )

@@ -1,0 +1,1 @@
+"""Catalog entries, one module per op family; each module exports ``SPECS``."""

@@ -1,0 +1,107 @@
+"""The one tolerance table: per dtype, for forward and gradients, scaled by each op's accumulation depth.
+
+Every bound is derived, not tuned (see DESIGN.md, "Tolerances"):
+
+- The reference runs on the inputs as the implementation sees them (cast to the dtype, then to
+  float64), so input rounding drops out and what is left is the implementation's own arithmetic.
+- Rounding the result to the output dtype costs ``ROUNDING_UNITS`` units of roundoff ``u_out``
+  relative to |ref| (one rounding on store, one for a fused multiply-add or a division before it);
+  transcendental functions add ``spec.ulps`` units of the compute precision ``u_acc``.
+- A length-K sum or dot accumulated at ``u_acc`` is off by at most about K * u_acc * sum|terms|
+  (Higham's gamma_K bound; sqrt(K) is typical). TF32 rounds both operands of each product to a
+  10-bit mantissa first: 2 * 2^-11 * sum|terms| more, not scaled by K. For multilinear ops the engine evaluates
+  sum|terms| elementwise as the reference on absolute values; for the others it uses |ref|
+  plus the largest |ref| of the tensor (a normwise bound: rounding in a shared intermediate,
+  such as a softmax's normaliser or a stored low-precision intermediate, moves every element of a
+  row by a few units of that row's largest value).
+- Gradients follow the same rules with ``GRAD_FACTOR`` = 2: a backward composes at least two
+  rounded steps (the incoming grad_output is already rounded to the dtype, then the local
+  derivative is applied and the result rounded again).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["GRAD_FACTOR", "ROUNDING_UNITS", "TABLE", "DtypeTolerance", "Tolerance", "table_row", "tolerance"]
+
+#: Units of output roundoff allowed relative to |ref| (one rounding on store and one inside).
+ROUNDING_UNITS = 4.0
+#: Multiplier for gradients: one more rounded step than the forward.
+GRAD_FACTOR = 2.0
+
+
+@dataclass(frozen=True)
+class DtypeTolerance:
+    """Unit roundoff of the output dtype and of the precision kernels accumulate in."""
+
+    dtype: torch.dtype
+    u_out: float  # unit roundoff of the stored result: 2^-p for p mantissa bits
+    u_acc: float  # unit roundoff of the accumulation (fp16/bf16 kernels accumulate in fp32)
+    u_mul: float  # operand rounding before a product (TF32 rounds both operands to 10 bits)
+    note: str
+
+
+#: fp64 2^-53, fp32 2^-24, fp16 2^-11, bf16 2^-8; TF32 multiplies with a 10-bit mantissa (2^-11).
+TABLE: dict[str, DtypeTolerance] = {
+    "float64": DtypeTolerance(torch.float64, 2.0**-53, 2.0**-53, 0.0, "fp64 store, fp64 accumulate"),
+    "float32": DtypeTolerance(torch.float32, 2.0**-24, 2.0**-24, 0.0, "fp32 store, fp32 accumulate"),
+    "float16": DtypeTolerance(torch.float16, 2.0**-11, 2.0**-24, 0.0, "fp16 store, fp32 accumulate"),
+    "bfloat16": DtypeTolerance(torch.bfloat16, 2.0**-8, 2.0**-24, 0.0, "bf16 store, fp32 accumulate"),
+    "tf32": DtypeTolerance(torch.float32, 2.0**-24, 2.0**-24, 2.0**-11, "fp32 store, TF32 operands, fp32 accumulate"),
+}
+
+
+def table_row(dtype: torch.dtype, *, tf32: bool = False) -> tuple[str, DtypeTolerance]:
+    """The table row for results of ``dtype``; ``tf32`` when an fp32 matmul ran on TF32 cores."""
+    if dtype == torch.float32 and tf32:
+        return "tf32", TABLE["tf32"]
+    key = str(dtype).removeprefix("torch.")
+    if key not in TABLE:
+        raise KeyError(f"no tolerance for dtype {dtype}; known: {', '.join(TABLE)}")
+    return key, TABLE[key]
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Elementwise bound ``|impl - ref| <= rel * |ref| + acc * magnitude + floor * scale``."""
+
+    row: str
+    rel: float  # coefficient of |ref|
+    acc: float  # coefficient of the accumulated magnitude (K * u_acc)
+    floor: float  # coefficient of the tensor's largest |ref| (normwise term)
+    depth: int
+
+    def bound(self, ref: np.ndarray, magnitude: np.ndarray | None) -> np.ndarray:
+        aref = np.abs(np.nan_to_num(ref, nan=0.0, posinf=0.0, neginf=0.0))
+        mag = aref if magnitude is None else np.abs(np.nan_to_num(magnitude, nan=0.0, posinf=0.0, neginf=0.0))
+        scale = float(aref.max()) if aref.size else 0.0
+        floor = self.floor * scale if magnitude is None else 0.0
+        # the smallest positive normal of the row's dtype: results below it are flushed or subnormal
+        tiny = float(torch.finfo(TABLE[self.row].dtype).tiny)
+        return self.rel * aref + self.acc * mag + floor + tiny
+
+    def describe(self) -> str:
+        u = TABLE[self.row]
+        return (
+            f"{self.row} row (u_out={u.u_out:.2g}, u_acc={u.u_acc:.2g}, u_mul={u.u_mul:.2g}): "
+            f"|err| <= {self.rel:.3g}*|ref| + {self.acc:.3g}*sum|terms| (K={self.depth})"
+            + (f" + {self.floor:.3g}*max|ref|" if self.floor else "")
+        )
+
+
+def tolerance(
+    dtype: torch.dtype, *, depth: int = 1, ulps: float = 0.0, grad: bool = False, tf32: bool = False
+) -> Tolerance:
+    """Tolerance for a result of ``dtype`` from an accumulation of length ``depth``."""
+    row, u = table_row(dtype, tf32=tf32)
+    k = max(int(depth), 1)
+    factor = GRAD_FACTOR if grad else 1.0
+    rel = factor * (ROUNDING_UNITS * u.u_out + ulps * u.u_acc)
+    # each product carries both operands' rounding (2 u_mul), the sum K roundings at u_acc
+    acc = factor * ((k + 1) * u.u_acc + 2 * u.u_mul)
+    floor = factor * (ROUNDING_UNITS * u.u_out + (k + 1) * u.u_acc + 2 * u.u_mul)
+    return Tolerance(row=row, rel=rel, acc=acc, floor=floor, depth=k)

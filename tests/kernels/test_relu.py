@@ -1,0 +1,25 @@
+"""relu: property test through the engine, plus the edge cases it does not draw."""
+
+import pytest
+import torch
+
+from gradcheck.testing import op_tests
+from kernels import _runtime as rt
+from kernels.relu import relu
+
+test_relu = op_tests("relu")
+
+
+def test_relu_nan_and_inf_match_torch():
+    x = torch.tensor([float("nan"), float("inf"), -float("inf"), -0.0, 0.0, 2.0], device=rt.device())
+    torch.testing.assert_close(relu(x), torch.relu(x), equal_nan=True)
+
+
+def test_relu_empty_and_scalar():
+    assert relu(torch.empty(0, 3, device=rt.device())).shape == (0, 3)
+    assert relu(torch.tensor(-2.0, device=rt.device())).item() == 0.0
+
+
+def test_relu_rejects_integer_input():
+    with pytest.raises(TypeError, match="dtype int64"):
+        relu(torch.arange(3, device=rt.device()))
