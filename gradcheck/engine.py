@@ -230,10 +230,13 @@ class _Problem:
     def fail(self, check: str, lines: Sequence[str], **details: Any) -> None:
         head = f"{self.name} [{self.dname}]: check '{check}' failed ({CHECKS[check]})"
         body = "\n".join("  " + ln for ln in lines if ln)
-        replay = (
-            "  replay: the example below is stored in Hypothesis' database (.hypothesis/) and replays first when the"
-            " same call runs again; the @reproduce_failure line, when printed, pins it exactly."
-        )
+        if hypothesis.settings().database is not None:
+            replay = (
+                "  replay: Hypothesis stores this example in its database (.hypothesis/) and replays it first when the"
+                " same call runs again; the @reproduce_failure line printed with it pins it exactly."
+            )
+        else:
+            replay = "  replay: decorate a test with the @reproduce_failure line printed with this report to rerun it."
         raise VerificationError(
             f"{head}\n{body}\n{self.context}\n{replay}", op=self.name, dtype=self.dname, check=check, details=details
         )
