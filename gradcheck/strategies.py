@@ -12,6 +12,7 @@ reached, while ``max_numel`` keeps interpreter runs quick.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -52,6 +53,72 @@ def _check_int(name: str, value: object, lo: int = 0) -> int:
     return int(value)
 
 
+def _check_shape(shape: object) -> None:
+    if shape is None or isinstance(shape, st.SearchStrategy):
+        return
+    if not isinstance(shape, Sequence) or isinstance(shape, str):
+        raise TypeError(f"shape must be a tuple of ints or a strategy, got {shape!r}")
+    for i, s in enumerate(shape):
+        _check_int(f"shape[{i}]", s)
+
+
+def _eager(check):
+    """Validate a strategy's arguments when it is built, not when it first draws (Hypothesis'
+    own convention), so a wrong argument fails at the line that wrote it."""
+
+    def wrap(composite):
+        @functools.wraps(composite)
+        def build(*args, **kwargs):
+            check(*args, **kwargs)
+            return composite(*args, **kwargs)
+
+        return build
+
+    return wrap
+
+
+def _check_shapes_args(*, min_dims=0, max_dims=4, min_side=0, max_side=8, max_numel=1 << 14, **_):
+    _check_int("min_dims", min_dims)
+    _check_int("max_dims", max_dims)
+    _check_int("min_side", min_side)
+    _check_int("max_side", max_side)
+    _check_int("max_numel", max_numel, 1)
+    if max_dims < min_dims:
+        raise ValueError(f"max_dims={max_dims} < min_dims={min_dims}")
+    if max_side < min_side:
+        raise ValueError(f"max_side={max_side} < min_side={min_side}")
+
+
+def _check_tensors_args(shape=None, *, elements="normal", scale=1.0, min_value=None, max_value=None, **_):
+    _check_shape(shape)
+    if not isinstance(elements, st.SearchStrategy):
+        _validate_elements(elements, min_value, max_value)
+    if not isinstance(scale, st.SearchStrategy) and not (isinstance(scale, int | float) and scale > 0):
+        raise ValueError(f"scale must be a positive number or a strategy, got {scale!r}")
+
+
+def _check_positive(**kwargs):
+    for name, value in kwargs.items():
+        if name in ("groups", "batch"):
+            continue
+        _check_int(name, value, 1)
+
+
+def _check_matmul_args(*, batch=False, **kwargs):
+    if batch not in (True, False, None):
+        raise TypeError(f"batch must be True, False or None, got {batch!r}")
+    _check_positive(**kwargs)
+
+
+def _check_targets_args(shape, num_classes, *, ignore_index=-100, p_ignore=0.2):
+    _check_shape(shape)
+    _check_int("num_classes", num_classes, 1)
+    if not 0.0 <= p_ignore <= 1.0:
+        raise ValueError(f"p_ignore={p_ignore} must be in [0, 1]")
+    if ignore_index is not None and 0 <= ignore_index < num_classes:
+        raise ValueError(f"ignore_index={ignore_index} is a valid class in [0, {num_classes}); pick one outside")
+
+
 def sides(*, min_side: int = 1, max_side: int = 8, awkward: bool = True, large: bool = True) -> st.SearchStrategy[int]:
     """One dim's size: usually in [min_side, max_side]; if ``awkward``, sometimes one of
     ``AWKWARD_SIZES``; if ``large``, now and then one of ``LARGE_SIZES``."""
@@ -70,6 +137,7 @@ def sides(*, min_side: int = 1, max_side: int = 8, awkward: bool = True, large: 
     return st.one_of(*weighted)
 
 
+@_eager(_check_shapes_args)
 @st.composite
 def shapes(
     draw,
@@ -167,6 +235,7 @@ def values(
     return v.reshape(tuple(shape))
 
 
+@_eager(_check_tensors_args)
 @st.composite
 def tensors(
     draw,
@@ -207,6 +276,7 @@ def tensors(
     return base.expand(shp)
 
 
+@_eager(_check_positive)
 @st.composite
 def broadcastable_shapes(
     draw, *, max_dims: int = 4, max_side: int = 8, max_numel: int = 1 << 14
@@ -225,6 +295,7 @@ def broadcastable_shapes(
     return tuple(a[drop_a:]), tuple(b[drop_b:])
 
 
+@_eager(_check_matmul_args)
 @st.composite
 def matmul_shapes(
     draw,
@@ -289,6 +360,7 @@ def _out_size(size: int, k: int, s: int, p: int, d: int, ceil: bool = False) -> 
     return (-(-span // s) if ceil else span // s) + 1
 
 
+@_eager(_check_positive)
 @st.composite
 def conv2d_geometries(
     draw, *, max_batch: int = 4, max_channels: int = 6, max_hw: int = 12, max_kernel: int = 5, groups: bool = True
@@ -346,6 +418,7 @@ def _pool_out(size: int, k: int, s: int, p: int, d: int, ceil: bool) -> int:
     return out
 
 
+@_eager(_check_positive)
 @st.composite
 def pool2d_geometries(
     draw, *, max_batch: int = 3, max_channels: int = 4, max_hw: int = 12, max_kernel: int = 3
@@ -366,6 +439,7 @@ def pool2d_geometries(
     return PoolGeometry(n, c, h, w, (kh, kw), (sh, sw), (ph, pw), (dh, dw), draw(st.booleans()))
 
 
+@_eager(_check_targets_args)
 @st.composite
 def class_targets(
     draw,
