@@ -1,0 +1,109 @@
+"""Catalog entries for cross_entropy and mse_loss (arguments in torch.nn.functional's positional order)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from hypothesis import strategies as st
+
+import kernels.loss
+import reference.loss
+from gradcheck import strategies as gs
+from gradcheck.catalog import OpSpec
+
+__all__ = ["SPECS"]
+
+_REDUCTIONS = st.sampled_from(("mean", "sum", "none"))
+
+
+# ---------------------------------------------------------------------------------------------
+# cross_entropy
+# ---------------------------------------------------------------------------------------------
+
+
+@st.composite
+def _ce_geometry(draw) -> tuple[tuple[int, ...], int]:
+    """(logits shape, number of classes): (N, C) mostly, with C reaching 17, 1000 and 2049 (a
+    streamed row under the interpreter); batches of 2049 and 4097 with 10 classes (where
+    attorch lost its last block); (N, C, d1[, d2]); and (C,) with a 0-d target."""
+    kind = draw(st.sampled_from(("rows", "rows", "rows", "big_batch", "spatial", "single")))
+    if kind == "big_batch":
+        return (draw(st.sampled_from(gs.LARGE_SIZES)), 10), 10
+    if kind == "single":
+        c = draw(st.one_of(st.integers(1, 12), st.just(1000)))
+        return (c,), c
+    c = draw(st.one_of(st.integers(1, 12), st.sampled_from((17, 1000, 2049))))
+    n = draw(gs.sides(min_side=1, max_side=16, large=False))
+    n = max(1, min(n, (1 << 13) // c))
+    if kind == "spatial":
+        extra = tuple(draw(st.lists(st.integers(1, 4), min_size=1, max_size=2)))
+        c = min(c, 12)
+        return (n, c, *extra), c
+    return (n, c), c
+
+
+@st.composite
+def _ce_inputs(draw, dtype: torch.dtype):
+    shape, c = draw(_ce_geometry())
+    scale = draw(st.sampled_from((1.0, 1.0, 1.0, 300.0)))
+    x = draw(gs.tensors(shape, elements=st.sampled_from(("logits", "normal")), scale=scale))
+    target_shape = shape[:1] + shape[2:] if len(shape) > 1 else ()
+    ignore_index = draw(st.sampled_from((-100, -100, -100, 0)))
+    target = draw(gs.class_targets(target_shape, c, ignore_index=ignore_index, p_ignore=0.2))
+    weight = draw(st.one_of(st.none(), gs.tensors((c,), elements="positive", expand=False)))
+    reduction = draw(_REDUCTIONS)
+    smoothing = draw(st.sampled_from((0.0, 0.0, 0.1, 0.25)))
+    # torch's positional order: input, target, weight, size_average, ignore_index, reduce, reduction, label_smoothing
+    return x, target, weight, None, ignore_index, None, reduction, smoothing
+
+
+def _ce_depth(x, target, weight, size_average, ignore_index, reduce, reduction, label_smoothing) -> int:
+    """The class sum of each row's log-sum-exp, plus the sum over rows for 'sum' and 'mean'."""
+    classes = x.shape[1] if x.ndim > 1 else x.shape[0]
+    return classes + (max(int(target.size), 1) if reduction != "none" else 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# mse_loss
+# ---------------------------------------------------------------------------------------------
+
+
+@st.composite
+def _mse_inputs(draw, dtype: torch.dtype):
+    shape = draw(gs.shapes(min_dims=0, max_dims=4, max_numel=1 << 13))
+    x = draw(gs.tensors(shape, elements=st.sampled_from(("normal", "normal", "integers"))))
+    y = draw(gs.tensors(shape, elements=st.sampled_from(("normal", "normal", "integers"))))
+    return x, y, None, None, draw(_REDUCTIONS)
+
+
+def _mse_depth(x, y, size_average, reduce, reduction) -> int:
+    """The sum over every element for 'sum' and 'mean'."""
+    return max(math.prod(x.shape), 1) if reduction != "none" else 1
+
+
+SPECS = [
+    OpSpec(
+        name="cross_entropy",
+        impl=kernels.loss.cross_entropy,
+        reference=reference.loss.cross_entropy,
+        reference_vjp=reference.loss.cross_entropy_vjp,
+        inputs=_ce_inputs,
+        depth=_ce_depth,
+        ulps=4,  # exp and log
+        torch_fn=F.cross_entropy,
+        doc="class-index cross entropy with weight, ignore_index, label_smoothing and the three reductions; "
+        "loss and gradient in one pass over the logits",
+    ),
+    OpSpec(
+        name="mse_loss",
+        impl=kernels.loss.mse_loss,
+        reference=reference.loss.mse_loss,
+        reference_vjp=reference.loss.mse_loss_vjp,
+        inputs=_mse_inputs,
+        depth=_mse_depth,
+        torch_fn=F.mse_loss,
+        doc="mean squared error with the three reductions; both arguments get gradients",
+    ),
+]

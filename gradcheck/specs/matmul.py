@@ -1,0 +1,198 @@
+"""Catalog entries for matmul, linear, linear_relu, softmax and log_softmax."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hypothesis import strategies as st
+
+import kernels.matmul
+import kernels.softmax
+import reference.matmul
+import reference.softmax
+from gradcheck import strategies as gs
+from gradcheck.catalog import OpSpec
+
+__all__ = ["SPECS"]
+
+#: Value distributions for dot-product operands: small integers make every sum exact.
+_DOT_ELEMENTS = st.sampled_from(("normal", "normal", "uniform", "integers"))
+
+
+# ---------------------------------------------------------------------------------------------
+# matmul
+# ---------------------------------------------------------------------------------------------
+
+
+@st.composite
+def _matmul_inputs(draw, dtype: torch.dtype):
+    """(M, K) @ (K, N), batched with a broadcast batch of 1, and now and then a 3-D operand against
+    a 2-D one (torch broadcasts the 2-D side along the batch)."""
+    a_shape, b_shape = draw(gs.matmul_shapes(batch=None, max_side=48, max_k=1000, max_numel=1 << 14))
+    if len(a_shape) == 3 and draw(st.integers(0, 3)) == 0:
+        if a_shape[0] == 1:
+            a_shape = a_shape[1:]
+        elif b_shape[0] == 1:
+            b_shape = b_shape[1:]
+    a = draw(gs.tensors(a_shape, elements=_DOT_ELEMENTS))
+    b = draw(gs.tensors(b_shape, elements=_DOT_ELEMENTS))
+    return a, b
+
+
+def _matmul_depth(a, b) -> int:
+    """Forward K; dA sums N (times the batch where A was broadcast), dB sums M (likewise)."""
+    m, k = a.shape[-2:]
+    n = b.shape[-1]
+    batch = max(a.shape[0] if a.ndim == 3 else 1, b.shape[0] if b.ndim == 3 else 1)
+    a_batch = a.shape[0] if a.ndim == 3 else 1
+    b_batch = b.shape[0] if b.ndim == 3 else 1
+    return max(k, n * (batch // a_batch), m * (batch // b_batch), 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# linear, linear_relu
+# ---------------------------------------------------------------------------------------------
+
+
+@st.composite
+def _linear_inputs(draw, dtype: torch.dtype):
+    """x (..., K) with no, one or two leading dims, weight (N, K), bias (N,) or None."""
+    (m, k), (_, n) = draw(gs.matmul_shapes(batch=False, max_side=48, max_k=1000, max_numel=1 << 14))
+    lead = draw(st.sampled_from(("rows", "rows", "none", "two")))
+    if lead == "none":
+        x_shape: tuple[int, ...] = (k,)
+    elif lead == "rows":
+        x_shape = (m, k)
+    else:
+        b = draw(st.integers(1, 3))
+        x_shape = (b, max(1, m // b), k)
+    x = draw(gs.tensors(x_shape, elements=_DOT_ELEMENTS))
+    w = draw(gs.tensors((n, k), elements=_DOT_ELEMENTS))
+    bias = draw(st.one_of(st.none(), gs.tensors((n,), elements=_DOT_ELEMENTS)))
+    return x, w, bias
+
+
+def _linear_depth(x, w, b) -> int:
+    """Forward K; dx sums N; dW and db sum every row of x."""
+    rows = math.prod(x.shape[:-1])
+    return max(w.shape[1], w.shape[0], rows, 1)
+
+
+def _linear_relu_kinks(x, w, b) -> float:
+    """relu bends where an output is 0: |y| over how fast a max-norm step in x, w and b moves y
+    (at most sum|w_j| + sum|x_i| + 1 per unit step)."""
+    y = reference.matmul.linear(x, w, b)
+    if y.size == 0:
+        return math.inf
+    speed = np.abs(x).sum(axis=-1)[..., None] + np.abs(w).sum(axis=1) + 1.0
+    return float(np.min(np.abs(y) / speed))
+
+
+def _torch_linear_relu(x, w, b=None):
+    return F.relu(F.linear(x, w, b))
+
+
+# ---------------------------------------------------------------------------------------------
+# softmax, log_softmax
+# ---------------------------------------------------------------------------------------------
+
+
+@st.composite
+def _softmax_inputs(draw, dtype: torch.dtype):
+    """Any shape (0-d to 4-d, rows up to 4097) and dim; logits, sometimes of magnitude 1e4
+    (clipped to fp16's range), sometimes with -inf entries (never a whole row: that gives NaN,
+    whose gradient is NaN, as in torch; the edge-case tests check it)."""
+    shape = draw(gs.shapes(min_dims=0, max_dims=4, max_numel=1 << 13))
+    ndim = len(shape)
+    dim = draw(st.integers(-max(ndim, 1), max(ndim - 1, 0)))
+    scale = draw(st.sampled_from((1.0, 1.0, 1.0, 3000.0)))
+    x = draw(
+        gs.tensors(
+            shape, elements=st.sampled_from(("logits", "normal")), scale=scale, min_value=-3e4, max_value=3e4
+        )
+    )
+    if ndim and shape[dim] > 1 and draw(st.integers(0, 5)) == 0:
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        x = x.clone()
+        x[torch.from_numpy(rng.random(shape) < 0.3)] = -math.inf
+        first = [slice(None)] * ndim
+        first[dim] = 0
+        x[tuple(first)] = torch.from_numpy(np.asarray(rng.standard_normal(x[tuple(first)].shape)))
+    return x, dim
+
+
+def _softmax_depth(x, dim) -> int:
+    """The sum along dim (forward normaliser, backward dot product)."""
+    return max(x.shape[dim], 1) if x.ndim else 1
+
+
+def _log_softmax_kinks(x, dim) -> float:
+    """-inf inputs give -inf outputs, where finite differences mean nothing: skip them there."""
+    return 0.0 if np.isinf(x).any() else math.inf
+
+
+SPECS = [
+    OpSpec(
+        name="matmul",
+        impl=kernels.matmul.matmul,
+        reference=reference.matmul.matmul,
+        reference_vjp=reference.matmul.matmul_vjp,
+        inputs=_matmul_inputs,
+        depth=_matmul_depth,
+        multilinear=True,
+        torch_fn=torch.matmul,
+        tags=("dot",),
+        doc="2-D and batched 3-D matmul (broadcast batch), tiled tensor-core kernel; dA = g B^T, dB = A^T g",
+    ),
+    OpSpec(
+        name="linear",
+        impl=kernels.matmul.linear,
+        reference=reference.matmul.linear,
+        reference_vjp=reference.matmul.linear_vjp,
+        inputs=_linear_inputs,
+        depth=_linear_depth,
+        multilinear=True,
+        torch_fn=F.linear,
+        tags=("dot",),
+        doc="x @ W^T + b for any leading dims; bias added in the epilogue, its gradient fused into dW's",
+    ),
+    OpSpec(
+        name="linear_relu",
+        impl=kernels.matmul.linear_relu,
+        reference=reference.matmul.linear_relu,
+        reference_vjp=reference.matmul.linear_relu_vjp,
+        inputs=_linear_inputs,
+        depth=_linear_depth,
+        multilinear=True,  # relu is 1-Lipschitz: the linear part's bound holds for the output
+        kinks=_linear_relu_kinks,
+        torch_fn=_torch_linear_relu,
+        tags=("dot",),
+        doc="relu(x @ W^T + b), relu fused into the epilogue, its mask into the backward's operand loads",
+    ),
+    OpSpec(
+        name="softmax",
+        impl=kernels.softmax.softmax,
+        reference=reference.softmax.softmax,
+        reference_vjp=reference.softmax.softmax_vjp,
+        inputs=_softmax_inputs,
+        depth=_softmax_depth,
+        ulps=4,  # exp (ex2.approx on the GPU) and a division
+        torch_fn=F.softmax,
+        doc="softmax along any dim; rows in registers or streamed twice with an online max",
+    ),
+    OpSpec(
+        name="log_softmax",
+        impl=kernels.softmax.log_softmax,
+        reference=reference.softmax.log_softmax,
+        reference_vjp=reference.softmax.log_softmax_vjp,
+        inputs=_softmax_inputs,
+        depth=_softmax_depth,
+        ulps=4,  # exp and log
+        kinks=_log_softmax_kinks,
+        torch_fn=F.log_softmax,
+        doc="log_softmax along any dim; rows in registers or streamed twice with an online max",
+    ),
+]

@@ -1,0 +1,395 @@
+"""matmul, linear and linear_relu in Triton: one tiled tensor-core kernel with fused bias, relu and batch-reduction options, forward and backward."""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels import _runtime as rt
+from kernels._strided import collapse
+
+__all__ = ["LinearFunction", "MatmulFunction", "linear", "linear_relu", "matmul"]
+
+# tl.dot on fp64 operands (fp64 accumulation) compiles from triton 3.5 on (triton-lang/triton#7310)
+# and always runs in the interpreter; older compilers take the broadcast-multiply-sum fallback.
+_TRITON_VERSION = tuple(int(p) for p in triton.__version__.split(".")[:2])
+_FP64_DOT = rt.INTERPRET or _TRITON_VERSION >= (3, 5)
+
+
+def _config(bm: int, bn: int, bk: int, warps: int, stages: int) -> triton.Config:
+    return triton.Config(
+        {"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8}, num_warps=warps, num_stages=stages
+    )
+
+
+# The first config is the only one under the interpreter (big tiles, few programs) and a good
+# Hopper bf16/fp16 config. The rest follow the shapes that reach cuBLAS on H100-class parts with
+# wgmma (128x256 and 256x128 tiles, 8 warps, 3-4 stages fit 228 KiB of shared memory at 2 bytes
+# per element), plus smaller tiles for small or skinny problems and for fp32/fp64, whose larger
+# elements halve or quarter what fits; a config that does not fit is skipped by the autotuner.
+_CONFIGS = [
+    _config(128, 128, 64, 8, 3),
+    _config(128, 256, 64, 8, 3),
+    _config(256, 128, 64, 8, 3),
+    _config(128, 256, 64, 8, 4),
+    _config(256, 128, 64, 8, 4),
+    _config(128, 128, 64, 8, 4),
+    _config(128, 128, 64, 4, 4),
+    _config(128, 128, 32, 4, 4),
+    _config(64, 128, 64, 4, 4),
+    _config(128, 64, 64, 4, 4),
+    _config(64, 64, 64, 4, 4),
+    _config(64, 64, 32, 4, 5),
+    _config(32, 64, 32, 4, 4),
+]
+
+
+@triton.jit
+def _accumulate(
+    acc,  # (BLOCK_M, BLOCK_N) running sum of A @ B
+    rowsum,  # (BLOCK_M,) running row sums of A (ROWSUM_A), else unused
+    a_tile_ptr,  # A at (batch, this program's first row, 0)
+    b_tile_ptr,  # B at (batch, 0, this program's first column)
+    keep_tile_ptr,  # keep at (batch, first row, 0) (MASK_A), else unused
+    m_left, n_left,  # rows / columns of this tile inside the matrix
+    K,
+    stride_am, stride_ak, stride_bk, stride_bn, stride_km, stride_kk,
+    do_rowsum,  # this program adds to rowsum (only the first column of tiles does)
+    MASK_A: tl.constexpr, ROWSUM_A: tl.constexpr,
+    UPCAST: tl.constexpr,  # interpreter, below fp64: dot on fp64 copies (NumPy's fp32 matmul is slow, bf16 wrong)
+    PRECISION: tl.constexpr,  # tl.dot input_precision for fp32 operands ("ieee" or "tf32")
+    FP64_DOT: tl.constexpr,  # the compiler has fp64 tl.dot; else multiply and sum
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):
+    """acc += A[tile, :] @ B[:, tile] over the whole K dimension of one batch."""
+    rm = tl.arange(0, BLOCK_M)
+    rn = tl.arange(0, BLOCK_N)
+    rk = tl.arange(0, BLOCK_K)
+    a_ptrs = a_tile_ptr + rm[:, None] * stride_am + rk[None, :] * stride_ak
+    b_ptrs = b_tile_ptr + rk[:, None] * stride_bk + rn[None, :] * stride_bn
+    keep_ptrs = keep_tile_ptr + rm[:, None] * stride_km + rk[None, :] * stride_kk
+    m_ok = rm[:, None] < m_left
+    n_ok = rn[None, :] < n_left
+    for k in range(0, tl.cdiv(K, BLOCK_K)):
+        k_left = K - k * BLOCK_K
+        a_mask = m_ok & (rk[None, :] < k_left)
+        a = tl.load(a_ptrs, mask=a_mask, other=0.0)
+        b = tl.load(b_ptrs, mask=(rk[:, None] < k_left) & n_ok, other=0.0)
+        if MASK_A:  # relu backward: the gradient passes where the forward output was positive
+            keep = tl.load(keep_ptrs, mask=a_mask, other=0.0).to(acc.dtype)
+            a = tl.where(keep > 0, a, tl.zeros_like(a))
+            keep_ptrs += BLOCK_K * stride_kk
+        if ROWSUM_A:
+            if do_rowsum:
+                rowsum += tl.sum(a.to(acc.dtype), axis=1)
+        if a.dtype == tl.bfloat16:  # TEMP
+            acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
+        elif UPCAST:  # interpreter: products of fp16/bf16/fp32 are exact in fp64, and NumPy is fast there
+            acc += tl.dot(a.to(tl.float64), b.to(tl.float64)).to(acc.dtype)
+        elif FP64_DOT or acc.dtype != tl.float64:
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
+        else:
+            acc += tl.sum(a[:, :, None] * b[None, :, :], axis=1)
+        a_ptrs += BLOCK_K * stride_ak
+        b_ptrs += BLOCK_K * stride_bk
+    return acc, rowsum
+
+
+@rt.autotune(_CONFIGS, key=["M", "N", "K"])
+@triton.jit
+def _matmul_kernel(
+    a_ptr,  # A (batch, M, K), any strides (0 along a broadcast batch)
+    b_ptr,  # B (batch, K, N), any strides
+    c_ptr,  # C (batch, M, N), or (1, M, N) with REDUCE_BATCH
+    bias_ptr,  # (N,) added to every row of C (HAS_BIAS), else unused
+    keep_ptr,  # (batch, M, K): A counts only where keep > 0 (MASK_A), else unused
+    rowsum_ptr,  # (M,) sums of (masked) A over batch and K (ROWSUM_A), else unused
+    M, N, K,
+    n_batch,  # with REDUCE_BATCH: batches summed into the one output; else unused (the grid has them)
+    stride_ab, stride_am, stride_ak,  # A strides, in elements
+    stride_bb, stride_bk, stride_bn,  # B strides
+    stride_cb, stride_cm, stride_cn,  # C strides
+    stride_kb, stride_km, stride_kk,  # keep strides
+    stride_bias,  # bias stride
+    HAS_BIAS: tl.constexpr,
+    RELU: tl.constexpr,  # store max(C, 0)
+    MASK_A: tl.constexpr,
+    ROWSUM_A: tl.constexpr,
+    REDUCE_BATCH: tl.constexpr,  # C = sum over the batch of A_b @ B_b, in a fixed order
+    UPCAST: tl.constexpr,
+    PRECISION: tl.constexpr,
+    FP64_DOT: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr,  # tiles of GROUP_M rows run together so B's columns stay in L2
+):
+    # program -> (batch, tile row, tile column), tile rows grouped for L2 reuse
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(N, BLOCK_N)
+    tiles = num_m * num_n
+    pid_b = pid // tiles
+    t = pid % tiles
+    per_group = GROUP_M * num_n
+    first_m = (t // per_group) * GROUP_M
+    group_m = tl.minimum(num_m - first_m, GROUP_M)
+    pid_m = first_m + (t % per_group) % group_m
+    pid_n = (t % per_group) // group_m
+
+    m0 = (pid_m * BLOCK_M).to(tl.int64)
+    n0 = (pid_n * BLOCK_N).to(tl.int64)
+    m_left = M - pid_m * BLOCK_M
+    n_left = N - pid_n * BLOCK_N
+    acc_ty = tl.float64 if c_ptr.dtype.element_ty == tl.float64 else tl.float32
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=acc_ty)
+    rowsum = tl.zeros((BLOCK_M,), dtype=acc_ty)
+    do_rowsum = pid_n == 0
+    if REDUCE_BATCH:
+        a_batch = a_ptr + m0 * stride_am  # pointers advance one batch per iteration (64-bit)
+        b_batch = b_ptr + n0 * stride_bn
+        keep_batch = keep_ptr + m0 * stride_km
+        for _ in range(0, n_batch):
+            acc, rowsum = _accumulate(
+                acc, rowsum, a_batch, b_batch, keep_batch,
+                m_left, n_left, K,
+                stride_am, stride_ak, stride_bk, stride_bn, stride_km, stride_kk,
+                do_rowsum, MASK_A, ROWSUM_A, UPCAST, PRECISION, FP64_DOT, BLOCK_M, BLOCK_N, BLOCK_K,
+            )
+            a_batch += stride_ab
+            b_batch += stride_bb
+            keep_batch += stride_kb
+    else:
+        bb = pid_b.to(tl.int64)
+        acc, rowsum = _accumulate(
+            acc, rowsum,
+            a_ptr + bb * stride_ab + m0 * stride_am,
+            b_ptr + bb * stride_bb + n0 * stride_bn,
+            keep_ptr + bb * stride_kb + m0 * stride_km,
+            m_left, n_left, K,
+            stride_am, stride_ak, stride_bk, stride_bn, stride_km, stride_kk,
+            do_rowsum, MASK_A, ROWSUM_A, UPCAST, PRECISION, FP64_DOT, BLOCK_M, BLOCK_N, BLOCK_K,
+        )
+
+    rm = tl.arange(0, BLOCK_M)
+    rn = tl.arange(0, BLOCK_N)
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + (n0 + rn) * stride_bias, mask=rn < n_left, other=0.0)
+        acc += bias.to(acc_ty)[None, :]
+    if RELU:
+        acc = tl.where(acc < 0, 0.0, acc)  # NaN stays NaN, as in torch
+    c_ptrs = c_ptr + pid_b.to(tl.int64) * stride_cb + m0 * stride_cm + n0 * stride_cn
+    c_ptrs = c_ptrs + rm[:, None] * stride_cm + rn[None, :] * stride_cn
+    tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < m_left) & (rn[None, :] < n_left))
+    if ROWSUM_A:
+        if do_rowsum:
+            tl.store(rowsum_ptr + m0 + rm, rowsum.to(rowsum_ptr.dtype.element_ty), mask=rm < m_left)
+
+
+def _mm(
+    a: torch.Tensor,
+    b: torch.Tensor,
+    out: torch.Tensor,
+    *,
+    bias: torch.Tensor | None = None,
+    relu: bool = False,
+    keep: torch.Tensor | None = None,
+    rowsum: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """out = a @ b (+ bias, relu) for a (B, M, K), b (B, K, N) of one batch size B (stride 0 where
+    broadcast). out is (B, M, N), or (1, M, N) to sum over the batch. With ``keep`` (B, M, K), a
+    counts only where keep > 0; ``rowsum`` (M,) receives the row sums of that (masked) a."""
+    batch, m, k = a.shape
+    n = b.shape[2]
+    reduce = out.shape[0] == 1 and batch != 1  # (batch 0 sums nothing: zeros)
+    if out.numel() == 0:
+        return out
+    keep_t = keep if keep is not None else a
+    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]) * (1 if reduce else batch),)  # noqa: E731
+    _matmul_kernel[grid](
+        a, b, out,
+        bias if bias is not None else out,
+        keep_t,
+        rowsum if rowsum is not None else out,
+        m, n, k, batch,
+        *a.stride(), *b.stride(), *out.stride(), *keep_t.stride(),
+        bias.stride(0) if bias is not None else 0,
+        HAS_BIAS=bias is not None,
+        RELU=relu,
+        MASK_A=keep is not None,
+        ROWSUM_A=rowsum is not None,
+        REDUCE_BATCH=reduce,
+        UPCAST=False,
+        # fp32 follows torch's matmul precision; "tf32" is tl.dot's default, the one fp16/bf16/fp64 take
+        PRECISION=rt.dot_precision(a.dtype) if a.dtype == torch.float32 else "tf32",
+        FP64_DOT=_FP64_DOT,
+    )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# matmul
+# ---------------------------------------------------------------------------------------------
+
+
+def _as_batched(x: torch.Tensor, batch: int) -> torch.Tensor:
+    """A 2-D or 3-D operand as (batch, rows, cols), broadcast (stride 0) along a batch it lacks."""
+    x3 = x.unsqueeze(0) if x.dim() == 2 else x
+    return x3.expand(batch, -1, -1)
+
+
+def _check_matmul(a: torch.Tensor, b: torch.Tensor) -> int:
+    """Validate matmul operands; returns the broadcast batch size (1 for 2-D @ 2-D)."""
+    rt.check_float(a, "input")
+    rt.check_float(b, "other")
+    rt.check_same_dtype(input=a, other=b)
+    rt.check_device(a, b)
+    for name, x in (("input", a), ("other", b)):
+        if x.dim() not in (2, 3):
+            raise ValueError(f"matmul supports 2-D and 3-D operands; {name} has shape {tuple(x.shape)}")
+    if a.shape[-1] != b.shape[-2]:
+        raise ValueError(
+            f"matmul inner dimensions differ: input {tuple(a.shape)} has {a.shape[-1]} columns, "
+            f"other {tuple(b.shape)} has {b.shape[-2]} rows"
+        )
+    ba = a.shape[0] if a.dim() == 3 else 1
+    bb = b.shape[0] if b.dim() == 3 else 1
+    if ba != bb and 1 not in (ba, bb):
+        raise ValueError(f"matmul batch sizes do not broadcast: input {tuple(a.shape)}, other {tuple(b.shape)}")
+    return max(ba, bb)
+
+
+def _grad_view(grad: torch.Tensor) -> torch.Tensor:
+    """A 2-D or 3-D gradient output as (batch or 1, rows, cols); batch 1 under a larger batch
+    makes the kernel sum over the batch the operand was broadcast along."""
+    return grad.unsqueeze(0) if grad.dim() == 2 else grad
+
+
+class MatmulFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        batch = _check_matmul(a, b)
+        m, n = a.shape[-2], b.shape[-1]
+        three_d = a.dim() == 3 or b.dim() == 3
+        out = rt.empty((batch, m, n) if three_d else (m, n), dtype=a.dtype, device=a.device)
+        _mm(_as_batched(a, batch), _as_batched(b, batch), out.view(batch, m, n))
+        ctx.save_for_backward(a, b)
+        ctx.batch = batch
+        return out
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        a, b = ctx.saved_tensors
+        batch = ctx.batch
+        g3 = _as_batched(g, batch)  # (batch, M, N)
+        da = db = None
+        if ctx.needs_input_grad[0]:  # dA = dC @ B^T
+            da = rt.empty_like(a)
+            _mm(g3, _as_batched(b, batch).transpose(1, 2), _grad_view(da))
+        if ctx.needs_input_grad[1]:  # dB = A^T @ dC
+            db = rt.empty_like(b)
+            _mm(_as_batched(a, batch).transpose(1, 2), g3, _grad_view(db))
+        return da, db
+
+
+def matmul(input: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``torch.matmul`` in Triton for 2-D and 3-D operands: (M, K) @ (K, N), and batched
+    (B, M, K) @ (B, K, N) with either side 2-D or of batch 1 broadcast along the batch."""
+    return MatmulFunction.apply(input, other)
+
+
+# ---------------------------------------------------------------------------------------------
+# linear
+# ---------------------------------------------------------------------------------------------
+
+
+def _rows(lead: tuple[int, ...], *tensors: torch.Tensor) -> list[torch.Tensor]:
+    """(B, M, last) views of tensors whose leading dims are ``lead``, splitting the leading dims
+    the same way for all of them (so row i of one is row i of every other); a tensor whose leading
+    dims do not merge into two is copied (contiguous leading dims merge into one)."""
+    strides = [list(t.stride()[: len(lead)]) for t in tensors]
+    try:
+        sizes, merged = collapse(lead, strides)
+    except ValueError:
+        sizes = None
+    if sizes is None or sizes[0] * sizes[1] != 1:
+        tensors = tuple(t if t.is_contiguous() else t.contiguous() for t in tensors)
+        sizes, merged = collapse(lead, [list(t.stride()[: len(lead)]) for t in tensors])
+    return [
+        t.as_strided((sizes[2], sizes[3], t.shape[-1]), (st[2], st[3], t.stride(-1)))
+        for t, st in zip(tensors, merged, strict=True)
+    ]
+
+
+def _check_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    rt.check_float(x, "input")
+    rt.check_float(weight, "weight")
+    if bias is not None:
+        rt.check_float(bias, "bias")
+    rt.check_same_dtype(input=x, weight=weight, bias=bias)
+    rt.check_device(x, weight, bias)
+    if weight.dim() != 2:
+        raise ValueError(f"linear weight must be 2-D (out_features, in_features); got shape {tuple(weight.shape)}")
+    if x.dim() < 1:
+        raise ValueError("linear input must have at least 1 dimension (..., in_features); got a 0-d tensor")
+    if x.shape[-1] != weight.shape[1]:
+        raise ValueError(
+            f"linear input has {x.shape[-1]} features (shape {tuple(x.shape)}) but weight "
+            f"{tuple(weight.shape)} expects in_features={weight.shape[1]}"
+        )
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
+        raise ValueError(f"linear bias must have shape ({weight.shape[0]},); got {tuple(bias.shape)}")
+
+
+class LinearFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool) -> torch.Tensor:
+        _check_linear(x, weight, bias)
+        lead = tuple(x.shape[:-1])
+        n_out = weight.shape[0]
+        y = rt.empty((*lead, n_out), dtype=x.dtype, device=x.device)
+        x3, y3 = _rows(lead, x, y)  # (B, M, K), (B, M, N)
+        w3 = weight.t().unsqueeze(0).expand(x3.shape[0], -1, -1)  # (B, K, N), stride 0 along B
+        _mm(x3, w3, y3, bias=bias, relu=relu)
+        ctx.save_for_backward(x, weight, y if relu else None)
+        ctx.has_bias = bias is not None
+        return y
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        x, weight, y = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        lead = tuple(x.shape[:-1])
+        dx = rt.empty_like(x) if need_x else None
+        # one split of the leading dims into (B, M) rows for every tensor that walks them
+        views = iter(_rows(lead, g, x, *(t for t in (y, dx) if t is not None)))
+        g3, x3 = next(views), next(views)  # (B, M, N), (B, M, K)
+        y3 = next(views) if y is not None else None  # (B, M, N)
+        batch = g3.shape[0]
+        dw = db = None
+        if need_x:  # dx = g' @ W, g' = g masked where the relu output was not positive
+            w3 = weight.unsqueeze(0).expand(batch, -1, -1)  # (B, N, K)
+            _mm(g3, w3, next(views), keep=y3)
+        if need_w or (need_b and ctx.has_bias):  # dW = g'^T @ x over every row; db = column sums of g'
+            dw = rt.empty_like(weight)
+            db = rt.empty((weight.shape[0],), dtype=weight.dtype, device=weight.device) if need_b else None
+            _mm(
+                g3.transpose(1, 2),
+                x3,
+                dw.unsqueeze(0),
+                keep=y3.transpose(1, 2) if y3 is not None else None,
+                rowsum=db,
+            )
+            if not need_w:
+                dw = None
+        return dx, dw, db, None
+
+
+def linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``torch.nn.functional.linear`` in Triton: input (..., in) @ weight.T (in, out) + bias."""
+    return LinearFunction.apply(input, weight, bias, False)
+
+
+def linear_relu(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """relu(linear(input, weight, bias)) with the relu fused into the matmul's epilogue (and its
+    mask into the backward matmuls' operand loads)."""
+    return LinearFunction.apply(input, weight, bias, True)

@@ -1,0 +1,338 @@
+"""softmax and log_softmax over any dim in Triton, rows kept in registers when they fit and streamed twice (online max and sum) when not; forward and backward."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import triton
+import triton.language as tl
+
+from kernels import _runtime as rt
+from kernels._strided import collapse
+
+__all__ = ["Blocks", "LogSoftmaxFunction", "RowLayout", "SoftmaxFunction", "log_softmax", "pick_blocks", "row_layout", "row_offsets", "softmax"]
+
+# Longest row one program keeps in registers: a 16384-long fp32 row is 64 KiB, 32 values per
+# thread at 16 warps. Longer rows are streamed in chunks (read twice). Under the interpreter the
+# limit is 2048, so the property tests' rows of 2049 and 4097 take the streamed path.
+MAX_ROW = 2048 if rt.INTERPRET else 16384
+# Largest tile (elements) one program holds in registers, several rows at once.
+MAX_TILE = 16384
+# Elements per program for short rows (several rows per program): 16 KiB of fp32 in flight per
+# program is enough to stream from HBM; the interpreter runs fastest with few, big programs.
+TILE = 16384 if rt.INTERPRET else 4096
+# Elements per chunk of a streamed row: under the interpreter small enough that a row of 2049
+# takes several chunks (so the online rescaling between chunks is exercised).
+CHUNK = 1024 if rt.INTERPRET else 4096
+# Rows per tile at least, when the rows, not the reduced dim, are contiguous in memory:
+# 32 fp32 = 128 bytes, a cache line per reduced index.
+ROWS_ACROSS = 32
+
+
+# ---------------------------------------------------------------------------------------------
+# Row layout, shared with kernels.loss: all dims but one collapse to at most four "row" dims
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def row_offsets(
+    rows,  # (BLOCK_R,) int64 row indices
+    R1, R2, R3,  # collapsed row dims (R0 is implied by the row count)
+    s0, s1, s2, s3,  # one tensor's strides along those dims, in elements
+    FLAT: tl.constexpr,  # only the innermost row dim is larger than 1: offset = row * s3
+):
+    """Memory offsets (int64) of the first element of each row."""
+    if FLAT:
+        return rows * s3
+    i3 = rows % R3
+    r = rows // R3
+    i2 = r % R2
+    r = r // R2
+    i1 = r % R1
+    i0 = r // R1
+    return i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3
+
+
+@dataclass(frozen=True)
+class RowLayout:
+    """Rows of tensors that share a row shape: ``sizes`` (R1, R2, R3) after collapsing (R0 implied),
+    ``strides[i]`` the four row strides of ``tensors[i]`` (copied when its layout did not collapse)."""
+
+    n_rows: int
+    sizes: tuple[int, int, int]
+    strides: list[list[int]]
+    flat: bool
+    tensors: tuple[torch.Tensor, ...]
+
+
+def row_layout(row_shape: Sequence[int], tensors: Sequence[torch.Tensor], row_dims: Sequence[Sequence[int]]) -> RowLayout:
+    """Collapse the row dims of ``tensors`` jointly (row i is the same index in each); ``row_dims[i]``
+    names the dims of ``tensors[i]`` that make up the rows, in order. A tensor whose layout keeps
+    more than four row dims is copied (contiguous, its rows collapse to at most two dims)."""
+    strides = [[t.stride(d) for d in dims] for t, dims in zip(tensors, row_dims, strict=True)]
+    try:
+        sizes, merged = collapse(row_shape, strides)
+    except ValueError:
+        tensors = [t.contiguous() for t in tensors]
+        strides = [[t.stride(d) for d in dims] for t, dims in zip(tensors, row_dims, strict=True)]
+        sizes, merged = collapse(row_shape, strides)
+    return RowLayout(
+        n_rows=math.prod(sizes),
+        sizes=(sizes[1], sizes[2], sizes[3]),
+        strides=merged,
+        flat=sizes[0] * sizes[1] * sizes[2] == 1,
+        tensors=tuple(tensors),
+    )
+
+
+@dataclass(frozen=True)
+class Blocks:
+    """How a row kernel tiles: BLOCK_R rows x BLOCK_L reduced elements per program."""
+
+    rows: int
+    length: int
+    single: bool  # the whole row fits in one tile (read once)
+    num_warps: int
+
+
+def pick_blocks(n_rows: int, length: int, rows_contiguous: bool) -> Blocks:
+    """Tile for rows of ``length`` elements. With ``rows_contiguous`` (the reduced dim is strided,
+    neighbouring rows are neighbours in memory) a tile spans at least ROWS_ACROSS rows so loads
+    coalesce across rows; otherwise one program takes one long row, or several short ones."""
+    full = rt.next_pow2(max(length, 1))
+    rows_pow2 = rt.next_pow2(max(n_rows, 1))
+    min_rows = ROWS_ACROSS if rows_contiguous else 1
+    if full <= MAX_ROW and full * min_rows <= MAX_TILE:
+        br = max(min_rows, min(rows_pow2, TILE // full, MAX_TILE // full))
+        return Blocks(br, full, True, _warps(br * full))
+    br = min(rows_pow2, min_rows)
+    bl = max(16, CHUNK // br)
+    return Blocks(br, bl, False, _warps(br * bl))
+
+
+def _warps(tile: int) -> int:
+    # about 16 fp32 values per thread for big tiles (8192 -> 16 warps), at least 4 warps
+    return min(16, max(4, tile // 512))
+
+
+# ---------------------------------------------------------------------------------------------
+# Kernels
+# ---------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _softmax_fwd_kernel(
+    x_ptr,  # input, any layout
+    y_ptr,  # output, contiguous in the input's shape
+    n_rows,  # number of rows (every index but the one along dim)
+    L,  # row length (size along dim)
+    R1, R2, R3,  # collapsed row dims
+    xs0, xs1, xs2, xs3, xsl,  # input strides: rows, then along dim
+    ys0, ys1, ys2, ys3, ysl,  # output strides
+    LOG: tl.constexpr,  # log_softmax instead of softmax
+    FLAT: tl.constexpr,  # rows index with one stride
+    SINGLE: tl.constexpr,  # the whole row in one tile; else stream it twice
+    BLOCK_R: tl.constexpr,  # rows per program
+    BLOCK_L: tl.constexpr,  # elements per row per tile
+):
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = rows < n_rows
+    x_row = row_offsets(rows, R1, R2, R3, xs0, xs1, xs2, xs3, FLAT)[:, None]
+    y_row = row_offsets(rows, R1, R2, R3, ys0, ys1, ys2, ys3, FLAT)[:, None]
+    cols = tl.arange(0, BLOCK_L)[None, :]
+    acc_ty = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
+    if SINGLE:
+        mask = row_ok[:, None] & (cols < L)
+        x = tl.load(x_ptr + x_row + cols * xsl, mask=mask, other=-float("inf")).to(acc_ty)
+        m = tl.max(x, axis=1)
+        # a row of -inf: shift by 0, so exp gives 0, the sum 0, and 0/0 = NaN as in torch
+        m = tl.where(m == -float("inf"), 0.0, m)[:, None]
+        e = tl.exp(x - m)
+        s = tl.sum(e, axis=1)[:, None]
+        if LOG:
+            y = (x - m) - tl.log(s)
+        else:
+            y = e / s
+        tl.store(y_ptr + y_row + cols * ysl, y.to(y_ptr.dtype.element_ty), mask=mask)
+    else:
+        # pass 1: running max m and sum s of exp(x - m), rescaled when the max grows
+        m = tl.full((BLOCK_R,), -float("inf"), acc_ty)
+        s = tl.zeros((BLOCK_R,), acc_ty)
+        for start in range(0, L, BLOCK_L):
+            mask = row_ok[:, None] & (cols + start < L)
+            x = tl.load(x_ptr + x_row + (cols + start) * xsl, mask=mask, other=-float("inf")).to(acc_ty)
+            m_new = tl.maximum(m, tl.max(x, axis=1))
+            shift = tl.where(m_new == -float("inf"), 0.0, m_new)
+            s = s * tl.exp(m - shift) + tl.sum(tl.exp(x - shift[:, None]), axis=1)
+            m = m_new
+        m = tl.where(m == -float("inf"), 0.0, m)[:, None]
+        s = s[:, None]
+        log_s = tl.log(s)
+        # pass 2: normalise
+        for start in range(0, L, BLOCK_L):
+            mask = row_ok[:, None] & (cols + start < L)
+            x = tl.load(x_ptr + x_row + (cols + start) * xsl, mask=mask, other=-float("inf")).to(acc_ty)
+            if LOG:
+                y = (x - m) - log_s
+            else:
+                y = tl.exp(x - m) / s
+            tl.store(y_ptr + y_row + (cols + start) * ysl, y.to(y_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _softmax_bwd_kernel(
+    y_ptr,  # saved forward output (softmax or log_softmax), contiguous
+    g_ptr,  # grad_output, any layout (stride 0 where expanded)
+    dx_ptr,  # grad_input, contiguous
+    n_rows, L,
+    R1, R2, R3,
+    ys0, ys1, ys2, ys3, ysl,  # saved output strides
+    gs0, gs1, gs2, gs3, gsl,  # grad_output strides
+    ds0, ds1, ds2, ds3, dsl,  # grad_input strides
+    LOG: tl.constexpr, FLAT: tl.constexpr, SINGLE: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
+):
+    # softmax: dx = y * (g - sum(g * y)); log_softmax: dx = g - exp(y) * sum(g)
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = rows < n_rows
+    y_row = row_offsets(rows, R1, R2, R3, ys0, ys1, ys2, ys3, FLAT)[:, None]
+    g_row = row_offsets(rows, R1, R2, R3, gs0, gs1, gs2, gs3, FLAT)[:, None]
+    d_row = row_offsets(rows, R1, R2, R3, ds0, ds1, ds2, ds3, FLAT)[:, None]
+    cols = tl.arange(0, BLOCK_L)[None, :]
+    acc_ty = tl.float64 if y_ptr.dtype.element_ty == tl.float64 else tl.float32
+    if SINGLE:
+        mask = row_ok[:, None] & (cols < L)
+        y = tl.load(y_ptr + y_row + cols * ysl, mask=mask, other=0.0).to(acc_ty)
+        g = tl.load(g_ptr + g_row + cols * gsl, mask=mask, other=0.0).to(acc_ty)
+        if LOG:
+            dx = g - tl.exp(y) * tl.sum(g, axis=1)[:, None]
+        else:
+            dx = y * (g - tl.sum(g * y, axis=1)[:, None])
+        tl.store(dx_ptr + d_row + cols * dsl, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+    else:
+        total = tl.zeros((BLOCK_R,), acc_ty)
+        for start in range(0, L, BLOCK_L):
+            mask = row_ok[:, None] & (cols + start < L)
+            g = tl.load(g_ptr + g_row + (cols + start) * gsl, mask=mask, other=0.0).to(acc_ty)
+            if LOG:
+                total += tl.sum(g, axis=1)
+            else:
+                y = tl.load(y_ptr + y_row + (cols + start) * ysl, mask=mask, other=0.0).to(acc_ty)
+                total += tl.sum(g * y, axis=1)
+        total = total[:, None]
+        for start in range(0, L, BLOCK_L):
+            mask = row_ok[:, None] & (cols + start < L)
+            y = tl.load(y_ptr + y_row + (cols + start) * ysl, mask=mask, other=0.0).to(acc_ty)
+            g = tl.load(g_ptr + g_row + (cols + start) * gsl, mask=mask, other=0.0).to(acc_ty)
+            if LOG:
+                dx = g - tl.exp(y) * total
+            else:
+                dx = y * (g - total)
+            tl.store(dx_ptr + d_row + (cols + start) * dsl, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# Launchers
+# ---------------------------------------------------------------------------------------------
+
+
+def _along(x: torch.Tensor, dim: int) -> tuple[list[int], tuple[int, ...]]:
+    """The dims of ``x`` other than ``dim`` and their sizes."""
+    dims = [d for d in range(x.dim()) if d != dim]
+    return dims, tuple(x.shape[d] for d in dims)
+
+
+def _launch(kernel, dim: int, tensors: Sequence[torch.Tensor], log: bool) -> None:
+    """Run a row kernel over ``tensors`` (all of one shape, reduced along ``dim``); the first one
+    decides the tile orientation."""
+    dims, row_shape = _along(tensors[0], dim)
+    layout = row_layout(row_shape, tensors, [dims] * len(tensors))
+    length = tensors[0].shape[dim]
+    first = layout.tensors[0]
+    rows_contiguous = first.stride(dim) != 1 and layout.strides[0][3] == 1
+    blocks = pick_blocks(layout.n_rows, length, rows_contiguous)
+    strides = []
+    for t, st in zip(layout.tensors, layout.strides, strict=True):
+        strides += [*st, t.stride(dim)]
+    kernel[(rt.cdiv(layout.n_rows, blocks.rows),)](
+        *layout.tensors,
+        layout.n_rows,
+        length,
+        *layout.sizes,
+        *strides,
+        LOG=log,
+        FLAT=layout.flat,
+        SINGLE=blocks.single,
+        BLOCK_R=blocks.rows,
+        BLOCK_L=blocks.length,
+        num_warps=blocks.num_warps,
+    )
+
+
+def _forward(x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
+    rt.check_float(x, "input")
+    if x.dim() == 0:  # one element along the only "dim": softmax 1, log_softmax 0
+        rt.canonical_dim(dim, 0)
+        return _forward(x.reshape(1), 0, log).reshape(())
+    dim = rt.canonical_dim(dim, x.dim())
+    y = rt.empty_like(x)
+    if y.numel():
+        _launch(_softmax_fwd_kernel, dim, (x, y), log)
+    return y
+
+
+def _backward(y: torch.Tensor, g: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
+    dx = rt.empty_like(y)
+    if dx.numel():
+        _launch(_softmax_bwd_kernel, dim, (y, g, dx), log)
+    return dx
+
+
+class SoftmaxFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dim: int) -> torch.Tensor:
+        y = _forward(x, dim, log=False)
+        ctx.save_for_backward(y)
+        ctx.dim = dim
+        return y
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        (y,) = ctx.saved_tensors
+        if y.dim() == 0:
+            return _backward(y.reshape(1), g.reshape(1), 0, log=False).reshape(()), None
+        return _backward(y, g, rt.canonical_dim(ctx.dim, y.dim()), log=False), None
+
+
+class LogSoftmaxFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, dim: int) -> torch.Tensor:
+        y = _forward(x, dim, log=True)
+        ctx.save_for_backward(y)
+        ctx.dim = dim
+        return y
+
+    @staticmethod
+    def backward(ctx, g: torch.Tensor):
+        (y,) = ctx.saved_tensors
+        if y.dim() == 0:
+            return _backward(y.reshape(1), g.reshape(1), 0, log=True).reshape(()), None
+        return _backward(y, g, rt.canonical_dim(ctx.dim, y.dim()), log=True), None
+
+
+def _cast(x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """torch's ``dtype=`` option: cast the input first (the cast is torch's, and differentiable)."""
+    return x if dtype is None else x.to(dtype)
+
+
+def softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``torch.nn.functional.softmax`` in Triton: exp(x - max) / sum along ``dim``."""
+    return SoftmaxFunction.apply(_cast(input, dtype), dim)
+
+
+def log_softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``torch.nn.functional.log_softmax`` in Triton: (x - max) - log(sum(exp(x - max))) along ``dim``."""
+    return LogSoftmaxFunction.apply(_cast(input, dtype), dim)

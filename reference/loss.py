@@ -1,0 +1,111 @@
+"""cross_entropy and mse_loss in NumPy float64: forward and VJP, with torch.nn.functional's signatures."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["cross_entropy", "cross_entropy_vjp", "mse_loss", "mse_loss_vjp"]
+
+
+def _reduction(size_average, reduce, reduction: str) -> str:
+    """torch's deprecated size_average/reduce pair overrides ``reduction`` when given."""
+    if size_average is None and reduce is None:
+        return reduction
+    if reduce is False:
+        return "none"
+    return "sum" if size_average is False else "mean"
+
+
+def _as_rows(x: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Logits (N, C, d...) or (C,) as (rows, C), targets as (rows,), rows in target order."""
+    if x.ndim == 1:
+        return x[None, :], np.asarray(target).reshape(1)
+    return np.moveaxis(x, 1, -1).reshape(-1, x.shape[1]), np.asarray(target).reshape(-1)
+
+
+def _log_softmax_rows(rows: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = rows - rows.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def _ce_parts(x, target, weight, ignore_index):
+    """Per-row log-softmax, the counted rows, the class weights and each row's target weight."""
+    rows, t = _as_rows(np.asarray(x, dtype=np.float64), target)
+    n_classes = rows.shape[1]
+    logp = _log_softmax_rows(rows)
+    counted = t != ignore_index
+    safe = np.where(counted, t, 0)
+    w = np.ones(n_classes) if weight is None else np.asarray(weight, dtype=np.float64)
+    w_t = np.where(counted, w[safe], 0.0)
+    return logp, counted, safe, w, w_t
+
+
+def cross_entropy(x, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean", label_smoothing=0.0):
+    """torch's formula: (1 - eps) * w[t] * -logp[t] + eps / C * sum_c w[c] * -logp[c] per counted
+    row (0 for ignored ones); 'mean' divides the sum by the summed w[t] of counted rows."""
+    reduction = _reduction(size_average, reduce, reduction)
+    logp, counted, safe, w, w_t = _ce_parts(x, target, weight, ignore_index)
+    n_classes = logp.shape[1]
+    with np.errstate(invalid="ignore"):
+        nll = -np.take_along_axis(logp, safe[:, None], axis=1)[:, 0]
+        loss = w_t * nll
+        if label_smoothing > 0:
+            smooth = -(logp * w).sum(axis=1)
+            loss = (1 - label_smoothing) * loss + label_smoothing / n_classes * smooth
+        loss = np.where(counted, loss, 0.0)
+    if reduction == "none":
+        return loss.reshape(np.shape(target))
+    if reduction == "sum":
+        return np.asarray(loss.sum())
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.asarray(loss.sum() / w_t.sum())
+
+
+def cross_entropy_vjp(x, target, weight, size_average, ignore_index, reduce, reduction, label_smoothing, g):
+    """d loss_i / d x[j] = p[j] ((1 - eps) w[t] + eps S_w / C) - (1 - eps) w[t] [j == t] - eps w[j] / C
+    (S_w the summed class weights), times the row's upstream gradient; only the logits get one."""
+    reduction = _reduction(size_average, reduce, reduction)
+    x = np.asarray(x, dtype=np.float64)
+    logp, counted, safe, w, w_t = _ce_parts(x, target, weight, ignore_index)
+    n_rows, n_classes = logp.shape
+    eps = float(label_smoothing)
+    p = np.exp(logp)
+    hit = (1 - eps) * w_t
+    grad = p * (hit + eps * w.sum() / n_classes)[:, None] - eps / n_classes * w[None, :]
+    grad[np.arange(n_rows), safe] -= hit
+    g = np.asarray(g, dtype=np.float64)
+    scale = g.reshape(-1) if reduction == "none" else np.full(n_rows, float(g))
+    if reduction == "mean":
+        with np.errstate(divide="ignore"):
+            scale = scale / w_t.sum()
+    with np.errstate(invalid="ignore"):
+        grad = grad * np.where(counted, scale, 0.0)[:, None]
+    if x.ndim == 1:
+        grad = grad.reshape(x.shape)
+    else:
+        moved = (x.shape[0], *x.shape[2:], x.shape[1])
+        grad = np.moveaxis(grad.reshape(moved), -1, 1)
+    return grad, None, None, None, None, None, None, None
+
+
+def mse_loss(x, y, size_average=None, reduce=None, reduction="mean"):
+    reduction = _reduction(size_average, reduce, reduction)
+    sq = (np.asarray(x, dtype=np.float64) - np.asarray(y, dtype=np.float64)) ** 2
+    if reduction == "none":
+        return sq
+    if reduction == "sum":
+        return np.asarray(sq.sum())
+    with np.errstate(invalid="ignore"):
+        return np.asarray(sq.sum() / sq.size if sq.size else np.nan)
+
+
+def mse_loss_vjp(x, y, size_average, reduce, reduction, g):
+    """d/dx = 2 (x - y) g (divided by the element count for 'mean'); d/dy = -d/dx."""
+    reduction = _reduction(size_average, reduce, reduction)
+    d = np.asarray(x, dtype=np.float64) - np.asarray(y, dtype=np.float64)
+    g = np.asarray(g, dtype=np.float64)
+    dx = 2.0 * d * g
+    if reduction == "mean":
+        dx = dx / max(d.size, 1)
+    return dx, -dx, None, None, None

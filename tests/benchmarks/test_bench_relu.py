@@ -1,0 +1,32 @@
+"""relu forward and forward+backward: ours against torch eager, at 2^28 elements and the blitz shape."""
+
+import pytest
+import torch
+
+from gradcheck import bench as gb
+
+CASES = [
+    gb.Case("2e28", "2^28", gpu=(2**28,), cpu=(4096,), goal=gb.COPY_BOUND),
+    gb.Case("2e28-bf16", "2^28", gpu=(2**28,), cpu=(4096,), dtype=torch.bfloat16, goal=gb.COPY_BOUND),
+    gb.Case("blitz-conv1-n4096", "(4096,6,28,28)", gpu=(4096, 6, 28, 28), cpu=(2, 6, 28, 28)),
+]
+
+
+@pytest.mark.parametrize("impl", gb.IMPLS)
+@pytest.mark.parametrize("pass_", gb.PASSES)
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_relu(bench, case, pass_, impl):
+    fn = bench.pick(impl, lambda: gb.load("kernels.relu", "relu"), torch.relu)
+    x = bench.tensor(bench.size(case), case.dtype, grad=pass_ == "fwd+bwd")
+    nbytes = x.numel() * x.element_size()
+    # fwd: read x, write y; bwd: read y and g, write dx
+    bench.run(
+        lambda: fn(x),
+        op="relu",
+        case=case,
+        pass_=pass_,
+        impl=impl,
+        inputs=[x],
+        bytes={"fwd": 2, "fwd+bwd": 5}[pass_] * nbytes,
+        shape=str(tuple(x.shape)),
+    )

@@ -1,0 +1,27 @@
+"""Test-suite hooks: with pytest-xdist on a machine with several GPUs, each worker is pinned to one
+GPU (worker gwN -> cuda:N mod device count); tests marked ``gpu`` (tensors past 2^31 elements, tens
+of GiB) share one xdist group, so under ``--dist loadgroup`` two of them never hold memory at once."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "xdist_group(name): pytest-xdist runs a group on one worker (--dist loadgroup)")
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.device_count() > 1:
+        # set_device, not CUDA_VISIBLE_DEVICES: CUDA is initialised by the time a conftest runs
+        torch.cuda.set_device(int(worker[2:]) % torch.cuda.device_count())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("gpu") is not None:
+            item.add_marker(pytest.mark.xdist_group("gpu-bigmem"))

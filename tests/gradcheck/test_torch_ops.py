@@ -1,0 +1,201 @@
+"""No false positives: torch's own softmax, cross_entropy and conv2d pass the engine against NumPy references.
+
+The references (forward and VJP, float64) are written here, independently of torch and of the
+project's ``reference/`` package, so a disagreement points at the engine or at torch, not at
+shared code.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import strategies as st
+
+import gradcheck as gc
+from gradcheck import strategies as gs
+
+IGNORE_INDEX = -100
+LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+def _dtype_id(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+# ---------------------------------------------------------------------------------------------
+# softmax
+# ---------------------------------------------------------------------------------------------
+
+
+def softmax_ref(x: np.ndarray, dim: int) -> np.ndarray:
+    if x.size == 0:
+        return x.copy()
+    e = np.exp(x - x.max(axis=dim, keepdims=True))
+    return e / e.sum(axis=dim, keepdims=True)
+
+
+def softmax_vjp(x: np.ndarray, dim: int, g: np.ndarray) -> tuple:
+    y = softmax_ref(x, dim)
+    return y * (g - (g * y).sum(axis=dim, keepdims=True)), None
+
+
+def softmax_depth(x: np.ndarray, dim: int) -> int:
+    """The normaliser and the backward's g . y both sum along ``dim``."""
+    return max(1, x.shape[dim]) if x.ndim else 1
+
+
+@st.composite
+def softmax_inputs(draw) -> tuple[torch.Tensor, int]:
+    x = draw(gs.tensors(gs.shapes(min_dims=1, max_numel=1 << 12), elements="logits"))
+    return x, draw(st.integers(-x.dim(), x.dim() - 1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, *LOW_PRECISION], ids=_dtype_id)
+def test_torch_softmax_passes(dtype: torch.dtype) -> None:
+    gc.verify(F.softmax, softmax_inputs(), reference=softmax_ref, reference_vjp=softmax_vjp, dtypes=(dtype,),
+              name="F.softmax", depth=softmax_depth, ulps=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# cross_entropy
+# ---------------------------------------------------------------------------------------------
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    """log_softmax over dim 1 (the class dim)."""
+    shifted = x - x.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def _picked(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Log-probabilities (N, C, *S), the mask of counted positions and the targets made safe to index."""
+    valid = targets != IGNORE_INDEX
+    return _log_softmax(logits), valid, np.where(valid, targets, 0)
+
+
+def cross_entropy_ref(logits: np.ndarray, targets: np.ndarray, *, reduction: str) -> np.ndarray:
+    logp, valid, safe = _picked(logits, targets)
+    losses = np.where(valid, -np.take_along_axis(logp, safe[:, None], axis=1)[:, 0], 0.0)  # (N, *S)
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return np.asarray(losses.sum())
+    count = valid.sum()
+    return np.asarray(losses.sum() / count if count else np.nan)  # torch: 0 / 0 is NaN when all are ignored
+
+
+def cross_entropy_vjp(logits: np.ndarray, targets: np.ndarray, g: np.ndarray, *, reduction: str) -> tuple:
+    logp, valid, safe = _picked(logits, targets)
+    grad = np.exp(logp)
+    np.put_along_axis(grad, safe[:, None], np.take_along_axis(grad, safe[:, None], axis=1) - 1.0, axis=1)
+    if reduction == "none":
+        weight = np.where(valid, g, 0.0)
+    else:
+        count = valid.sum()
+        # torch's convention when every target is ignored (a NaN mean): the gradient is 0
+        per = g / count if reduction == "mean" and count else (g if reduction == "sum" else 0.0 * g)
+        weight = np.where(valid, per, 0.0)
+    return grad * weight[:, None], None
+
+
+def cross_entropy_depth(logits: np.ndarray, targets: np.ndarray) -> int:
+    """The normaliser sums C terms, the reduction every position."""
+    return max(logits.shape[1], targets.size)
+
+
+@st.composite
+def cross_entropy_inputs(draw) -> tuple[torch.Tensor, torch.Tensor]:
+    spatial = draw(st.sampled_from([(), (), (3,)]))
+    n = draw(gs.sides(min_side=1, max_side=8))
+    c = draw(gs.sides(min_side=1, max_side=12, large=False))
+    while n * c * (spatial[0] if spatial else 1) > 1 << 14:
+        n = max(1, n // 2)
+    logits = draw(gs.tensors((n, c, *spatial), elements="logits"))
+    return logits, draw(gs.class_targets((n, *spatial), c, ignore_index=IGNORE_INDEX))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, *LOW_PRECISION], ids=_dtype_id)
+def test_torch_cross_entropy_passes(dtype: torch.dtype, reduction: str) -> None:
+    gc.verify(functools.partial(F.cross_entropy, ignore_index=IGNORE_INDEX, reduction=reduction),
+              cross_entropy_inputs(),
+              reference=functools.partial(cross_entropy_ref, reduction=reduction),
+              reference_vjp=functools.partial(cross_entropy_vjp, reduction=reduction),
+              dtypes=(dtype,), name=f"F.cross_entropy[{reduction}]", depth=cross_entropy_depth, ulps=4)
+
+
+# ---------------------------------------------------------------------------------------------
+# conv2d
+# ---------------------------------------------------------------------------------------------
+
+
+def _windows(h: int, w: int, ho: int, wo: int, stride, dilation):
+    """For each kernel tap (i, j): the slices of the padded input that it reads for every output."""
+    (sh, sw), (dh, dw) = stride, dilation
+    for i in range(h):
+        for j in range(w):
+            yield i, j, (slice(i * dh, i * dh + sh * (ho - 1) + 1, sh), slice(j * dw, j * dw + sw * (wo - 1) + 1, sw))
+
+
+def _conv_geometry(x: np.ndarray, w: np.ndarray, padding, dilation, stride) -> tuple[int, int]:
+    (ph, pw), (dh, dw), (sh, sw) = padding, dilation, stride
+    ho = (x.shape[2] + 2 * ph - dh * (w.shape[2] - 1) - 1) // sh + 1
+    wo = (x.shape[3] + 2 * pw - dw * (w.shape[3] - 1) - 1) // sw + 1
+    return ho, wo
+
+
+def conv2d_ref(x, w, b, stride, padding, dilation, groups):
+    """Direct convolution: one einsum per group and kernel tap."""
+    ho, wo = _conv_geometry(x, w, padding, dilation, stride)
+    (ph, pw) = padding
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    c_out, c_in_g = w.shape[0], w.shape[1]
+    c_out_g = c_out // groups
+    out = np.zeros((x.shape[0], c_out, ho, wo))
+    for grp in range(groups):
+        ins, outs = slice(grp * c_in_g, (grp + 1) * c_in_g), slice(grp * c_out_g, (grp + 1) * c_out_g)
+        for i, j, (rows, cols) in _windows(w.shape[2], w.shape[3], ho, wo, stride, dilation):
+            out[:, outs] += np.einsum("nchw,oc->nohw", xp[:, ins, rows, cols], w[outs, :, i, j])
+    return out + b[None, :, None, None]
+
+
+def conv2d_vjp(x, w, b, stride, padding, dilation, groups, g):
+    ho, wo = _conv_geometry(x, w, padding, dilation, stride)
+    (ph, pw) = padding
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    grad_xp, grad_w = np.zeros(xp.shape), np.zeros(w.shape)
+    c_out, c_in_g = w.shape[0], w.shape[1]
+    c_out_g = c_out // groups
+    for grp in range(groups):
+        ins, outs = slice(grp * c_in_g, (grp + 1) * c_in_g), slice(grp * c_out_g, (grp + 1) * c_out_g)
+        for i, j, (rows, cols) in _windows(w.shape[2], w.shape[3], ho, wo, stride, dilation):
+            grad_w[outs, :, i, j] += np.einsum("nchw,nohw->oc", xp[:, ins, rows, cols], g[:, outs])
+            grad_xp[:, ins, rows, cols] += np.einsum("nohw,oc->nchw", g[:, outs], w[outs, :, i, j])
+    grad_x = grad_xp[:, :, ph : ph + x.shape[2], pw : pw + x.shape[3]]
+    return grad_x, grad_w, g.sum(axis=(0, 2, 3)), None, None, None, None
+
+
+def conv2d_depth(x, w, b, stride, padding, dilation, groups) -> int:
+    """Longest dot: C_in/groups * KH * KW (forward, grad_x), N * HO * WO (grad_w, grad_b)."""
+    ho, wo = _conv_geometry(x, w, padding, dilation, stride)
+    return max(w.shape[1] * w.shape[2] * w.shape[3], (w.shape[0] // groups) * w.shape[2] * w.shape[3],
+               x.shape[0] * ho * wo)
+
+
+@st.composite
+def conv2d_inputs(draw) -> tuple:
+    geo = draw(gs.conv2d_geometries())
+    x = draw(gs.tensors(geo.input_shape))
+    w = draw(gs.tensors(geo.weight_shape))
+    b = draw(gs.tensors((geo.c_out,)))
+    return x, w, b, geo.stride, geo.padding, geo.dilation, geo.groups
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, *LOW_PRECISION], ids=_dtype_id)
+def test_torch_conv2d_passes(dtype: torch.dtype) -> None:
+    gc.verify(F.conv2d, conv2d_inputs(), reference=conv2d_ref, reference_vjp=conv2d_vjp, dtypes=(dtype,),
+              name="F.conv2d", depth=conv2d_depth, multilinear=True)
