@@ -243,8 +243,8 @@ def render(
     file: Any = None,
     compact: bool = False,
 ) -> None:
-    """The table with rich; ``compact`` folds op/size/dtype/pass into one column and drops the
-    goal's text (about 80 characters a row, for logs whose tail is all that is kept)."""
+    """The table with rich; ``compact`` folds op/size/dtype/pass into one column and drops the rate
+    and the goal's text (about 100 characters a row, for logs whose tail is all that is kept)."""
     from rich import box
     from rich.console import Console
     from rich.table import Table
@@ -254,14 +254,14 @@ def render(
     console = Console(width=width, file=file, highlight=False)
     cols, with_compile = _columns(rows)
     if compact:
-        cols = ["benchmark", *(c for c in cols if c not in ("op", "size", "dtype", "pass", "goal"))]
+        cols = ["benchmark", *(c for c in cols if c not in ("op", "size", "dtype", "pass", "rate", "goal"))]
     table = Table(title=f"ours vs torch — {_machine_line(machine, rows)}", box=box.SIMPLE_HEAD, pad_edge=False)
     for c in cols:
         table.add_column(c, justify="left" if c in ("benchmark", "op", "size", "dtype", "pass", "goal") else "right")
     for row in rows:
         cells = _cells(row, with_compile)
-        if compact:
-            cells = [row.label, *cells[4:-2], cells[-1]]
+        if compact:  # drop op/size/dtype/pass (in the label), rate and the goal's text
+            cells = [row.label, *cells[4:-4], cells[-3], cells[-1]]
         met = row.goal_met
         style = {True: "green", False: "red"}.get(met) if row.goal else None
         cells[-1] = f"[{style}]{cells[-1]}[/]" if style else cells[-1]

@@ -584,8 +584,6 @@ def _forward(geo: _Geometry, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor |
     m = geo.n * geo.oh * geo.ow
     if y.numel() == 0:
         return y
-    if m > INT32_MAX:
-        raise ValueError(f"conv2d with {m} output pixels (N * OH * OW) is past the 2^31 the kernels index")
     taps_outer = geo.cg >= TAPS_OUTER_MIN_CHANNELS
 
     def grid(meta):
@@ -599,7 +597,7 @@ def _forward(geo: _Geometry, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor |
         *geo.conv_args,
         KH=geo.kernel[0], KW=geo.kernel[1],
         HAS_BIAS=b is not None, TAPS_OUTER=taps_outer, CI_INNER=channels_last,
-        INT64=_needs_int64(x, w, y), **_dot_flags(x.dtype),
+        INT64=_needs_int64(x, w, y) or m > INT32_MAX, **_dot_flags(x.dtype),
     )  # fmt: skip
     return y
 
@@ -610,8 +608,6 @@ def conv2d_input_grad(geo: _Geometry, g: torch.Tensor, w: torch.Tensor, like: to
     m = geo.n * geo.h * geo.w
     if dx.numel() == 0:
         return dx
-    if m > INT32_MAX:
-        raise ValueError(f"conv2d with {m} input pixels (N * H * W) is past the 2^31 the kernels index")
 
     def grid(meta):
         return rt.cdiv(m, meta["BLOCK_M"]), geo.groups * rt.cdiv(geo.cg, meta["BLOCK_N"])
@@ -624,7 +620,7 @@ def conv2d_input_grad(geo: _Geometry, g: torch.Tensor, w: torch.Tensor, like: to
         *geo.conv_args,
         KH=geo.kernel[0], KW=geo.kernel[1],
         TAPS_OUTER=geo.ocg >= TAPS_OUTER_MIN_CHANNELS, CO_INNER=_is_channels_last(g),
-        INT64=_needs_int64(g, w, dx), **_dot_flags(g.dtype),
+        INT64=_needs_int64(g, w, dx) or m > INT32_MAX, **_dot_flags(g.dtype),
     )  # fmt: skip
     return dx
 
@@ -645,8 +641,6 @@ def conv2d_weight_grad(
             if t is not None:
                 t.zero_()
         return dw, db
-    if p > INT32_MAX:
-        raise ValueError(f"conv2d with {p} output pixels (N * OH * OW) is past the 2^31 the kernels index")
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     per_split = rt.cdiv(max(rt.cdiv(p, MAX_SPLITS), PIXELS_PER_SPLIT), PIXELS_PER_SPLIT) * PIXELS_PER_SPLIT
     splits = rt.cdiv(p, per_split)
@@ -673,7 +667,7 @@ def conv2d_weight_grad(
         *geo.conv_args,
         KH=kh, KW=kw, TAPS_OUTER=taps_outer, CI_INNER=_is_channels_last(x),
         COMPUTE_DW=weight, COMPUTE_DB=bias,
-        INT64=_needs_int64(x, g), **_dot_flags(x.dtype),
+        INT64=_needs_int64(x, g) or p > INT32_MAX, **_dot_flags(x.dtype),
     )  # fmt: skip
     _sum_splits_kernel[(rt.cdiv(length, SUM_BLOCK),)](
         ws, dw if dw is not None else ws, db if db is not None else ws, length, l_w, splits, BLOCK=SUM_BLOCK

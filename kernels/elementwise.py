@@ -83,38 +83,26 @@ def _linear_ids(BLOCK: tl.constexpr, INT64: tl.constexpr):
 @triton.jit
 def _offsets(ids, S1, S2, S3, s0, s1, s2, s3, RANK: tl.constexpr):
     """Memory offsets of elements ``ids`` of an operand laid out as described (RANK 0: contiguous)."""
-    if RANK == 0:
-        off = ids
-    else:
-        off = strided_offsets(ids, S1, S2, S3, s0, s1, s2, s3, RANK)
+    off = ids if RANK == 0 else strided_offsets(ids, S1, S2, S3, s0, s1, s2, s3, RANK)
     return off
 
 
 @triton.jit
 def _exp(x, PRECISE: tl.constexpr):
-    if PRECISE:
-        y = libdevice.exp(x)
-    else:
-        y = tl.exp(x)
+    y = libdevice.exp(x) if PRECISE else tl.exp(x)
     return y
 
 
 @triton.jit
 def _log(x, PRECISE: tl.constexpr):
-    if PRECISE:
-        y = libdevice.log(x)
-    else:
-        y = tl.log(x)
+    y = libdevice.log(x) if PRECISE else tl.log(x)
     return y
 
 
 @triton.jit
 def _sqrt(x):
     """Correctly rounded square root (``tl.sqrt`` on fp32 is approximate on a GPU)."""
-    if x.dtype == tl.float64:
-        y = tl.sqrt(x)
-    else:
-        y = tl.sqrt_rn(x)
+    y = tl.sqrt(x) if x.dtype == tl.float64 else tl.sqrt_rn(x)
     return y
 
 
@@ -144,7 +132,7 @@ def _tanh(x, PRECISE: tl.constexpr):
 def _pow(x, p, MODE: tl.constexpr, P_INT: tl.constexpr, P_ODD: tl.constexpr, PRECISE: tl.constexpr):
     """x ** p. The exponents torch special-cases are computed as torch does (x * x for 2, sqrt for
     0.5, ...); others through libdevice, or under the interpreter as exp(p log|x|) in fp64 with the
-    sign of an odd integer power and NaN for a negative base and a non-integer power."""
+    sign of an odd integer power and NaN for a finite negative base and a non-integer power."""
     if MODE == 0:
         y = tl.full(x.shape, 1.0, x.dtype)
     elif MODE == 1:
@@ -166,8 +154,8 @@ def _pow(x, p, MODE: tl.constexpr, P_INT: tl.constexpr, P_ODD: tl.constexpr, PRE
             neg = -mag
         elif P_INT:
             neg = mag
-        else:
-            neg = tl.full(x.shape, float("nan"), tl.float64)
+        else:  # C's pow: a finite negative base has no real non-integer power; (-inf) ** p is |.|
+            neg = tl.where(xd == float("-inf"), mag, float("nan"))
         y = tl.where(xd < 0, neg, mag).to(x.dtype)
     return y
 
@@ -195,7 +183,9 @@ def _unary(x, p, OP: tl.constexpr, POW: tl.constexpr, P_INT: tl.constexpr, P_ODD
 
 
 @triton.jit
-def _unary_grad(x, g, p, OP: tl.constexpr, POW: tl.constexpr, P_INT: tl.constexpr, P_ODD: tl.constexpr, PRECISE: tl.constexpr):
+def _unary_grad(
+    x, g, p, OP: tl.constexpr, POW: tl.constexpr, P_INT: tl.constexpr, P_ODD: tl.constexpr, PRECISE: tl.constexpr
+):
     """d op(x) / dx * g from the input (recomputed in fp32/fp64: more accurate than the stored
     output, at the same memory traffic). For pow, ``POW``/``P_INT``/``P_ODD`` describe p - 1."""
     if OP == 1:
@@ -283,10 +273,7 @@ def _binary_bwd_kernel(
     g = tl.load(g_ptr + _offsets(ids, S1, S2, S3, g_s0, g_s1, g_s2, g_s3, RANK), mask=mask).to(acc_t)
     b = tl.load(b_ptr + _offsets(ids, S1, S2, S3, b_s0, b_s1, b_s2, b_s3, RANK), mask=mask).to(acc_t)
     if NEED_A:
-        if OP == 2:
-            da = g * b
-        else:
-            da = div_rn(g, b)
+        da = g * b if OP == 2 else div_rn(g, b)
         tl.store(da_ptr + ids, da.to(da_ptr.dtype.element_ty), mask=mask)
     if NEED_B:
         a = tl.load(a_ptr + _offsets(ids, S1, S2, S3, a_s0, a_s1, a_s2, a_s3, RANK), mask=mask).to(acc_t)
@@ -437,7 +424,7 @@ def _binary_backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.T
         if direct[0]:
             grads[0] = g.reshape(ctx.input_shapes[0])
         if direct[1]:
-            grads[1] = g.reshape(ctx.input_shapes[1]) if op == _ADD else _unary_forward(g, _NEG).reshape(ctx.input_shapes[1])
+            grads[1] = (g if op == _ADD else _unary_forward(g, _NEG)).reshape(ctx.input_shapes[1])
     elif any(direct):
         n = g.numel()
         da = rt.empty(ctx.input_shapes[0], dtype=g.dtype, device=g.device) if direct[0] else None
@@ -466,7 +453,9 @@ def _binary_backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.T
 
 def _pow_mode(p: float) -> tuple[int, bool, bool]:
     """(POW, P_INT, P_ODD) for exponent ``p``."""
-    special = {0.0: _POW_ONE, 1.0: _POW_IDENTITY, 2.0: _POW_SQUARE, 3.0: _POW_CUBE, 0.5: _POW_SQRT, -1.0: _POW_RECIPROCAL}
+    special = {
+        0.0: _POW_ONE, 1.0: _POW_IDENTITY, 2.0: _POW_SQUARE, 3.0: _POW_CUBE, 0.5: _POW_SQRT, -1.0: _POW_RECIPROCAL,
+    }  # fmt: skip
     is_int = math.isfinite(p) and float(p).is_integer()
     return special.get(p, _POW_GENERAL), is_int, is_int and int(p) % 2 == 1
 

@@ -57,7 +57,7 @@ def _accumulate(
     stride_am, stride_ak, stride_bk, stride_bn, stride_km, stride_kk,
     do_rowsum,  # this program adds to rowsum (only the first column of tiles does)
     MASK_A: tl.constexpr, ROWSUM_A: tl.constexpr,
-    UPCAST: tl.constexpr,  # interpreter, below fp64: dot on fp64 copies (NumPy's fp32 matmul is slow, bf16 wrong)
+    UPCAST: tl.constexpr,  # interpreter: dot on fp32 copies of fp16/bf16 operands
     PRECISION: tl.constexpr,  # tl.dot input_precision for fp32 operands ("ieee" or "tf32")
     FP64_DOT: tl.constexpr,  # the compiler has fp64 tl.dot; else multiply and sum
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -83,11 +83,10 @@ def _accumulate(
         if ROWSUM_A:
             if do_rowsum:
                 rowsum += tl.sum(a.to(acc.dtype), axis=1)
-        if a.dtype == tl.bfloat16:  # TEMP
-            acc = tl.dot(a.to(tl.float32), b.to(tl.float32), acc)
-        elif UPCAST:  # interpreter: products of fp16/bf16/fp32 are exact in fp64, and NumPy is fast there
-            acc += tl.dot(a.to(tl.float64), b.to(tl.float64)).to(acc.dtype)
-        elif FP64_DOT or acc.dtype != tl.float64:
+        if UPCAST:  # interpreter: bf16 dot is wrong there; fp32 copies give the exact products
+            a = a.to(tl.float32)
+            b = b.to(tl.float32)
+        if FP64_DOT or acc.dtype != tl.float64:
             acc = tl.dot(a, b, acc, input_precision=PRECISION)
         else:
             acc += tl.sum(a[:, :, None] * b[None, :, :], axis=1)
@@ -218,7 +217,7 @@ def _mm(
         MASK_A=keep is not None,
         ROWSUM_A=rowsum is not None,
         REDUCE_BATCH=reduce,
-        UPCAST=False,
+        UPCAST=rt.INTERPRET and a.dtype in (torch.float16, torch.bfloat16),
         # fp32 follows torch's matmul precision; "tf32" is tl.dot's default, the one fp16/bf16/fp64 take
         PRECISION=rt.dot_precision(a.dtype) if a.dtype == torch.float32 else "tf32",
         FP64_DOT=_FP64_DOT,

@@ -25,8 +25,8 @@ __all__ = [
     "MaxFunction",
     "SumFunction",
     "amax",
-    "div_rn",
     "amin",
+    "div_rn",
     "int64_indexing",
     "max",
     "mean",
@@ -93,10 +93,7 @@ def strided_offsets(idx, S1, S2, S3, s0, s1, s2, s3, RANK: tl.constexpr):
 def div_rn(a, b):
     """a / b correctly rounded: ``tl.div_rn`` for fp32 (plain ``/`` on fp32 is approximate on a
     GPU), ``/`` for fp64 (which is IEEE there)."""
-    if a.dtype == tl.float64:
-        q = a / b
-    else:
-        q = tl.div_rn(a, b)
+    q = a / b if a.dtype == tl.float64 else tl.div_rn(a, b)
     return q
 
 
@@ -204,10 +201,7 @@ def _max_kernel(
     x_rows = strided_offsets(rows, R1, R2, R3, r0, r1, r2, r3, ROW_RANK)
     best = tl.full([BLOCK_M, BLOCK_K], float("-inf"), dtype=acc_t)
     # INDEX: the column of the best value so far (-1: none yet); else how many elements equal it
-    if INDEX:
-        aux = tl.full([BLOCK_M, BLOCK_K], -1, dtype=aux_t)
-    else:
-        aux = tl.zeros([BLOCK_M, BLOCK_K], dtype=aux_t)
+    aux = tl.full([BLOCK_M, BLOCK_K], -1, dtype=aux_t) if INDEX else tl.zeros([BLOCK_M, BLOCK_K], dtype=aux_t)
     for k0 in range(k_start, k_end, BLOCK_K):
         cols = k0 + tl.arange(0, BLOCK_K)
         mask = row_mask[:, None] & (cols < k_end)[None, :]
@@ -538,7 +532,12 @@ def _reduce_max(
 
 
 def _select_backward(
-    shape: Sequence[int], dims: Sequence[int], x: torch.Tensor | None, y: torch.Tensor | None, aux: torch.Tensor, g: torch.Tensor
+    shape: Sequence[int],
+    dims: Sequence[int],
+    x: torch.Tensor | None,
+    y: torch.Tensor | None,
+    aux: torch.Tensor,
+    g: torch.Tensor,
 ) -> torch.Tensor:
     """Gradient of amax/amin (``x`` and ``y`` given: g / count to every element of ``x`` equal to
     the result ``y``) or of max/min along a dim (``x`` None: g to the element at the index in
@@ -576,7 +575,9 @@ def _select_backward(
 
 
 def _out_shape(shape: Sequence[int], dims: Sequence[int], keepdim: bool) -> list[int]:
-    return [1 if d in dims else s for d, s in enumerate(shape)] if keepdim else [s for d, s in enumerate(shape) if d not in dims]
+    if keepdim:
+        return [1 if d in dims else s for d, s in enumerate(shape)]
+    return [s for d, s in enumerate(shape) if d not in dims]
 
 
 def _grad_view(g: torch.Tensor, shape: Sequence[int], dims: Sequence[int]) -> torch.Tensor:
@@ -640,7 +641,9 @@ class MaxFunction(torch.autograd.Function):
 def _nonempty(x: torch.Tensor, dims: Sequence[int], op: str) -> None:
     for d in dims:
         if x.shape[d] == 0:
-            raise IndexError(f"{op}(): reduction dim {d} has size 0 (input shape {tuple(x.shape)}); there is no extreme value")
+            raise IndexError(
+                f"{op}(): reduction dim {d} has size 0 (input shape {tuple(x.shape)}); there is no extreme value"
+            )
 
 
 def sum(input: torch.Tensor, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> torch.Tensor:

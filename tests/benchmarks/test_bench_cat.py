@@ -6,8 +6,8 @@ import torch
 from gradcheck import bench as gb
 
 CASES = [
-    gb.Case("dim0", "2x(8192,8192) dim=0", gpu=(8192, 8192, 0), cpu=(64, 128, 0)),
-    gb.Case("dim1", "2x(8192,8192) dim=1", gpu=(8192, 8192, 1), cpu=(64, 128, 1)),
+    gb.Case("dim0", "2x8192^2 dim=0", gpu=(8192, 8192, 0), cpu=(64, 128, 0)),
+    gb.Case("dim1", "2x8192^2 dim=1", gpu=(8192, 8192, 1), cpu=(64, 128, 1)),
 ]
 
 

@@ -15,7 +15,7 @@ from gradcheck import bench as gb
 CASES = [
     gb.Case(
         "blitz-conv1-n4096",
-        "conv1 N=4096 3->6 5x5 32x32",
+        "conv1 N4096 3->6 5x5",
         gpu=(4096, 3, 32, 32, 6, 5, 0, True, False),
         cpu=(2, 3, 32, 32, 6, 5, 0, True, False),
         precision="ieee",
@@ -23,7 +23,7 @@ CASES = [
     ),
     gb.Case(
         "blitz-conv2-n4096",
-        "conv2 N=4096 6->16 5x5 14x14",
+        "conv2 N4096 6->16 5x5",
         gpu=(4096, 6, 14, 14, 16, 5, 0, True, True),
         cpu=(2, 6, 14, 14, 16, 5, 0, True, True),
         precision="ieee",
@@ -31,7 +31,7 @@ CASES = [
     ),
     gb.Case(
         "resnet-3x3-fp16",
-        "N=128 64->64 3x3 56x56",
+        "N128 64->64 3x3 56^2",
         gpu=(128, 64, 56, 56, 64, 3, 1, False, True),
         cpu=(1, 16, 8, 8, 16, 3, 1, False, True),
         dtype=torch.float16,

@@ -54,7 +54,7 @@ def test_elementwise(bench, name, pass_, impl):
     )
 
 
-BIAS = gb.Case("8192x32768+row", "(8192,32768)+(32768,)", gpu=(8192, 32768), cpu=(64, 256))
+BIAS = gb.Case("8192x32768+row", "8192x32768 + row", gpu=(8192, 32768), cpu=(64, 256))
 
 
 @pytest.mark.parametrize("impl", gb.IMPLS)

@@ -15,7 +15,7 @@ from gradcheck import bench as gb
 
 CE_CASES = [
     gb.Case("8192x8192", "8192x8192", gpu=(8192, 8192), cpu=(64, 300), compile=True),
-    gb.Case("blitz-n4096", "(4096,10)", gpu=(4096, 10), cpu=(8, 10)),
+    gb.Case("blitz-n4096", "4096x10", gpu=(4096, 10), cpu=(8, 10)),
 ]
 CE_FWD_BWD_GOAL = gb.speedup_goal(3, "torch")
 

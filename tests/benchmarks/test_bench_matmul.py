@@ -52,17 +52,17 @@ def test_matmul(bench, case, pass_, impl):
 LINEAR_CASES = [
     gb.Case(
         "8192x4096x4096-bf16",
-        "x(8192,4096) W(4096,4096)",
+        "8192x4096 -> 4096",
         gpu=(8192, 4096, 4096),
         cpu=(64, 64, 32),
         dtype=torch.bfloat16,
         goal=gb.CUBLAS_90,
     ),
-    gb.Case("blitz-fc1-n4096", "fc1 (4096,400)->120", gpu=(4096, 400, 120), cpu=(8, 400, 120), precision="ieee"),
+    gb.Case("blitz-fc1-n4096", "fc1 4096x400 -> 120", gpu=(4096, 400, 120), cpu=(8, 400, 120), precision="ieee"),
     gb.Case(
-        "blitz-fc2-n4096", "fc2 (4096,120)->84", gpu=(4096, 120, 84), cpu=(8, 120, 84), precision="ieee", smoke=False
+        "blitz-fc2-n4096", "fc2 4096x120 -> 84", gpu=(4096, 120, 84), cpu=(8, 120, 84), precision="ieee", smoke=False
     ),
-    gb.Case("blitz-fc3-n4096", "fc3 (4096,84)->10", gpu=(4096, 84, 10), cpu=(8, 84, 10), precision="ieee", smoke=False),
+    gb.Case("blitz-fc3-n4096", "fc3 4096x84 -> 10", gpu=(4096, 84, 10), cpu=(8, 84, 10), precision="ieee", smoke=False),
 ]
 
 

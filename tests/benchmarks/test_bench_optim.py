@@ -8,8 +8,8 @@ from gradcheck import bench as gb
 
 BLITZ_SHAPES = [(6, 3, 5, 5), (6,), (16, 6, 5, 5), (16,), (120, 400), (120,), (84, 120), (84,), (10, 84), (10,)]
 CASES = [
-    gb.Case("16x2e22", "16 x 2^22 params", gpu=[(2**22,)] * 16, cpu=[(1024,)] * 4),
-    gb.Case("blitz", "blitz net (62k params)", gpu=BLITZ_SHAPES, cpu=BLITZ_SHAPES),
+    gb.Case("16x2e22", "16x2^22 params", gpu=[(2**22,)] * 16, cpu=[(1024,)] * 4),
+    gb.Case("blitz", "blitz 62k params", gpu=BLITZ_SHAPES, cpu=BLITZ_SHAPES),
 ]
 
 

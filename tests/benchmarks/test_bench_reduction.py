@@ -9,10 +9,10 @@ SQUARE = (16384, 16384)  # 2^28 elements, 1 GiB of fp32
 # id -> (our function name, torch function, dim, table label)
 CASES = {
     "sum-all": ("sum", torch.sum, None, "2^28 -> scalar"),
-    "sum-rows": ("sum", torch.sum, 1, "16384x16384 dim=1"),
-    "sum-cols": ("sum", torch.sum, 0, "16384x16384 dim=0"),
-    "mean-rows": ("mean", torch.mean, 1, "16384x16384 dim=1"),
-    "amax-rows": ("amax", torch.amax, 1, "16384x16384 dim=1"),
+    "sum-rows": ("sum", torch.sum, 1, "16384^2 dim=1"),
+    "sum-cols": ("sum", torch.sum, 0, "16384^2 dim=0"),
+    "mean-rows": ("mean", torch.mean, 1, "16384^2 dim=1"),
+    "amax-rows": ("amax", torch.amax, 1, "16384^2 dim=1"),
 }
 
 

@@ -8,7 +8,7 @@ from gradcheck import bench as gb
 CASES = [
     gb.Case("2e28", "2^28", gpu=(2**28,), cpu=(4096,), goal=gb.COPY_BOUND),
     gb.Case("2e28-bf16", "2^28", gpu=(2**28,), cpu=(4096,), dtype=torch.bfloat16, goal=gb.COPY_BOUND),
-    gb.Case("blitz-conv1-n4096", "(4096,6,28,28)", gpu=(4096, 6, 28, 28), cpu=(2, 6, 28, 28)),
+    gb.Case("blitz-conv1-n4096", "4096x6x28x28", gpu=(4096, 6, 28, 28), cpu=(2, 6, 28, 28)),
 ]
 
 

@@ -41,10 +41,11 @@ class Case:
     multilinear: bool = False
     ulps: float = 0.0
     kinks: Callable[..., float] | None = None
+    vjp_terms: Callable[..., Any] | None = None  # sum of |terms| of a backward that cancels
 
     def verify_options(self) -> dict[str, Any]:
         """Keyword arguments of ``gc.verify`` shared by the mutant and the twin."""
-        return {
+        options = {
             "reference": self.reference,
             "reference_vjp": self.reference_vjp,
             "dtypes": self.dtypes,
@@ -53,6 +54,9 @@ class Case:
             "ulps": self.ulps,
             "kinks": self.kinks,
         }
+        if self.vjp_terms is not None:
+            options["vjp_terms"] = self.vjp_terms
+        return options
 
 
 def _case(factory: Callable[[bool], Callable], **fields: Any) -> Case:
@@ -223,6 +227,12 @@ def softmax_vjp(x, g):
     return (y * (g - (g * y).sum(axis=-1, keepdims=True)),)
 
 
+def softmax_vjp_terms(x, g):
+    """Sum of |terms| of y * (g - sum(g * y)): rounding in y and in the row sum is relative to these."""
+    y = softmax_ref(x)
+    return (y * (np.abs(g) + (np.abs(g) * y).sum(axis=-1, keepdims=True)),)
+
+
 def last_dim_depth(x, *rest) -> int:
     return max(1, x.shape[-1])
 
@@ -276,8 +286,8 @@ def max_pool_vjp(x, g):
     winner = _np_windows(x).argmax(axis=-1)
     routed = (np.arange(4) == winner[..., None]) * g[..., None]  # (N, C, H2, W2, 4)
     grad = np.zeros(x.shape)
-    grad[:, :, : 2 * h2, : 2 * w2] = routed.reshape(n, c, h2, w2, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(
-        n, c, 2 * h2, 2 * w2
+    grad[:, :, : 2 * h2, : 2 * w2] = (
+        routed.reshape(n, c, h2, w2, 2, 2).transpose(0, 1, 2, 4, 3, 5).reshape(n, c, 2 * h2, 2 * w2)
     )
     return (grad,)
 
@@ -496,7 +506,7 @@ def _torch_windows(x: torch.Tensor) -> torch.Tensor:
 
 
 def make_max_pool_grad_to_neighbour(bug: bool) -> Callable:
-    """2x2 max-pool whose backward decodes the argmax's window index column-major, so the gradient lands on a neighbour."""
+    """2x2 max-pool whose backward decodes the argmax's window index column-major: the gradient hits a neighbour."""
 
     class MaxPoolFunction(Function):
         @staticmethod
@@ -517,8 +527,8 @@ def make_max_pool_grad_to_neighbour(bug: bool) -> Callable:
             routed = g.new_zeros(n, c, h2, w2, 4)
             routed.scatter_(-1, (row * 2 + col).unsqueeze(-1), g.unsqueeze(-1))
             grad = g.new_zeros(n, c, h, w)
-            grad[:, :, : 2 * h2, : 2 * w2] = routed.reshape(n, c, h2, w2, 2, 2).permute(0, 1, 2, 4, 3, 5).reshape(
-                n, c, 2 * h2, 2 * w2
+            grad[:, :, : 2 * h2, : 2 * w2] = (
+                routed.reshape(n, c, h2, w2, 2, 2).permute(0, 1, 2, 4, 3, 5).reshape(n, c, 2 * h2, 2 * w2)
             )
             return grad
 
@@ -544,7 +554,7 @@ def make_square_contiguous_only(bug: bool) -> Callable:
 
 
 def make_sin_stride0_grad_output(bug: bool) -> Callable:
-    """Sine whose backward takes a unit inner stride to mean dense rows, misreading a broadcast (stride-0) grad_output."""
+    """Sine whose backward takes unit inner stride to mean dense rows, misreading a stride-0 grad_output."""
 
     class SinFunction(Function):
         @staticmethod
@@ -563,7 +573,7 @@ def make_sin_stride0_grad_output(bug: bool) -> Callable:
 
 
 def make_tanh_grad_without_grad_output(bug: bool) -> Callable:
-    """tanh whose backward adds a tiny eps (to keep a later division finite), so a zero grad_output still yields a gradient."""
+    """tanh whose backward adds a tiny eps (kept from a division guard): a zero grad_output still gives a gradient."""
 
     class TanhFunction(Function):
         @staticmethod
@@ -584,7 +594,7 @@ BLOCK = 64  # elements per emulated program in the blocked mutants
 
 
 def make_softplus_tail_block_dropped(bug: bool) -> Callable:
-    """Softplus whose backward launches n // BLOCK programs instead of cdiv(n, BLOCK): the last partial block is never written."""
+    """Softplus whose backward launches n // BLOCK programs, not cdiv(n, BLOCK): the last partial block is lost."""
 
     class SoftplusFunction(Function):
         @staticmethod
@@ -648,7 +658,7 @@ def make_exp_grad_into_input(bug: bool) -> Callable:
 
 
 def make_relu_outputs_unwritten(bug: bool) -> Callable:
-    """relu whose forward stores only where x > 0 (a masked store standing in for a select): the other outputs are never written."""
+    """relu whose forward stores only where x > 0 (a masked store used as a select): other outputs stay unwritten."""
 
     class ReluFunction(Function):
         @staticmethod
@@ -729,7 +739,7 @@ MAX_PROGRAMS = 32  # a persistent grid: 32 programs cover 2048 rows per sweep
 
 
 def make_cross_entropy_rows_past_2048(bug: bool) -> Callable:
-    """Per-row cross-entropy on a persistent grid of 32 programs x 64 rows without the grid-stride loop: rows past 2048 are lost."""
+    """Per-row cross-entropy on a persistent grid of 32 x 64 rows with no grid-stride loop: rows past 2048 are lost."""
 
     class CrossEntropyRowsFunction(Function):
         @staticmethod
@@ -801,59 +811,192 @@ _MATRICES = gs.shapes(min_dims=2, max_dims=2, min_side=1, max_numel=1 << 12)
 # ---------------------------------------------------------------------------------------------
 
 CASES: list[Case] = [
-    _case(make_silu_grad_scaled, inputs=_single(_SMALL), reference=silu_ref, reference_vjp=silu_vjp,
-          dtypes=(torch.float64,), ulps=4, expected=("backward",)),
-    _case(make_matmul16_wrong_entry, inputs=_matrix_pair(16), reference=matmul_ref, reference_vjp=matmul_vjp,
-          depth=matmul_depth, multilinear=True, expected=("backward",)),
-    _case(make_matmul64_wrong_entry, inputs=_matrix_pair(64), reference=matmul_ref, reference_vjp=matmul_vjp,
-          depth=matmul_depth, multilinear=True, expected=("backward",)),
-    _case(make_matmul_missing_transpose, inputs=_square_matmul_pair(), reference=matmul_ref,
-          reference_vjp=matmul_vjp, depth=matmul_depth, multilinear=True, expected=("backward",)),
-    _case(make_mul_grad_swapped, inputs=_same_shape_pair(_SMALL), reference=mul_ref, reference_vjp=mul_vjp,
-          multilinear=True, expected=("backward",)),
-    _case(make_add_broadcast_not_reduced, inputs=_broadcast_pair(), reference=add_ref, reference_vjp=add_vjp,
-          depth=add_depth, multilinear=True, expected=("backward",)),
-    _case(make_softmax_bwd_wrong_axis, inputs=_single(_MATRICES, elements="logits"), reference=softmax_ref,
-          reference_vjp=softmax_vjp, depth=last_dim_depth, ulps=4, expected=("backward",)),
-    _case(make_softmax_bwd_missing_term, inputs=_single(_MATRICES, elements="logits"), reference=softmax_ref,
-          reference_vjp=softmax_vjp, depth=last_dim_depth, ulps=4, expected=("backward",)),
-    _case(make_cross_entropy_missing_mean,
-          inputs=_classification(st.integers(1, 16), st.integers(1, 10)),
-          reference=cross_entropy_mean_ref, reference_vjp=cross_entropy_mean_vjp, depth=cross_entropy_depth,
-          ulps=4, expected=("backward",)),
-    _case(make_max_pool_grad_to_neighbour,
-          # at most 2 * 2 * 8 * 8 = 256 elements: "separated" values are then all distinct (no ties)
-          inputs=_single(st.tuples(st.integers(1, 2), st.integers(1, 2), st.integers(2, 8), st.integers(2, 8)),
-                         elements="separated"),
-          reference=max_pool_ref, reference_vjp=max_pool_vjp, kinks=max_pool_kinks, expected=("backward",)),
-    _case(make_square_contiguous_only, inputs=_single(_SMALL), reference=square_ref, reference_vjp=square_vjp,
-          expected=("forward", "raises")),
-    _case(make_sin_stride0_grad_output, inputs=_single(_MATRICES), reference=sin_ref, reference_vjp=sin_vjp,
-          ulps=4, expected=("backward", "raises")),
-    _case(make_tanh_grad_without_grad_output, inputs=_single(_SMALL), reference=tanh_ref, reference_vjp=tanh_vjp,
-          ulps=4, expected=("zero_grad",)),
-    _case(make_softplus_tail_block_dropped, inputs=_single(_SMALL), reference=softplus_ref,
-          reference_vjp=softplus_vjp, ulps=4, expected=("backward",)),
-    _case(make_sigmoid_bwd_in_float32, inputs=_single(_SMALL), reference=sigmoid_ref, reference_vjp=sigmoid_vjp,
-          ulps=4, expected=("backward",)),
+    _case(
+        make_silu_grad_scaled,
+        inputs=_single(_SMALL),
+        reference=silu_ref,
+        reference_vjp=silu_vjp,
+        dtypes=(torch.float64,),
+        ulps=4,
+        expected=("backward",),
+    ),
+    _case(
+        make_matmul16_wrong_entry,
+        inputs=_matrix_pair(16),
+        reference=matmul_ref,
+        reference_vjp=matmul_vjp,
+        depth=matmul_depth,
+        multilinear=True,
+        expected=("backward",),
+    ),
+    _case(
+        make_matmul64_wrong_entry,
+        inputs=_matrix_pair(64),
+        reference=matmul_ref,
+        reference_vjp=matmul_vjp,
+        depth=matmul_depth,
+        multilinear=True,
+        expected=("backward",),
+    ),
+    _case(
+        make_matmul_missing_transpose,
+        inputs=_square_matmul_pair(),
+        reference=matmul_ref,
+        reference_vjp=matmul_vjp,
+        depth=matmul_depth,
+        multilinear=True,
+        expected=("backward",),
+    ),
+    _case(
+        make_mul_grad_swapped,
+        inputs=_same_shape_pair(_SMALL),
+        reference=mul_ref,
+        reference_vjp=mul_vjp,
+        multilinear=True,
+        expected=("backward",),
+    ),
+    _case(
+        make_add_broadcast_not_reduced,
+        inputs=_broadcast_pair(),
+        reference=add_ref,
+        reference_vjp=add_vjp,
+        depth=add_depth,
+        multilinear=True,
+        expected=("backward",),
+    ),
+    _case(
+        make_softmax_bwd_wrong_axis,
+        inputs=_single(_MATRICES, elements="logits"),
+        reference=softmax_ref,
+        reference_vjp=softmax_vjp,
+        vjp_terms=softmax_vjp_terms,
+        depth=last_dim_depth,
+        ulps=4,
+        expected=("backward",),
+    ),
+    _case(
+        make_softmax_bwd_missing_term,
+        inputs=_single(_MATRICES, elements="logits"),
+        reference=softmax_ref,
+        reference_vjp=softmax_vjp,
+        vjp_terms=softmax_vjp_terms,
+        depth=last_dim_depth,
+        ulps=4,
+        expected=("backward",),
+    ),
+    _case(
+        make_cross_entropy_missing_mean,
+        inputs=_classification(st.integers(1, 16), st.integers(1, 10)),
+        reference=cross_entropy_mean_ref,
+        reference_vjp=cross_entropy_mean_vjp,
+        depth=cross_entropy_depth,
+        ulps=4,
+        expected=("backward",),
+    ),
+    _case(
+        make_max_pool_grad_to_neighbour,
+        # at most 2 * 2 * 8 * 8 = 256 elements: "separated" values are then all distinct (no ties)
+        inputs=_single(
+            st.tuples(st.integers(1, 2), st.integers(1, 2), st.integers(2, 8), st.integers(2, 8)), elements="separated"
+        ),
+        reference=max_pool_ref,
+        reference_vjp=max_pool_vjp,
+        kinks=max_pool_kinks,
+        expected=("backward",),
+    ),
+    _case(
+        make_square_contiguous_only,
+        inputs=_single(_SMALL),
+        reference=square_ref,
+        reference_vjp=square_vjp,
+        expected=("forward", "raises"),
+    ),
+    _case(
+        make_sin_stride0_grad_output,
+        inputs=_single(_MATRICES),
+        reference=sin_ref,
+        reference_vjp=sin_vjp,
+        ulps=4,
+        expected=("backward", "raises"),
+    ),
+    _case(
+        make_tanh_grad_without_grad_output,
+        inputs=_single(_SMALL),
+        reference=tanh_ref,
+        reference_vjp=tanh_vjp,
+        ulps=4,
+        expected=("zero_grad",),
+    ),
+    _case(
+        make_softplus_tail_block_dropped,
+        inputs=_single(_SMALL),
+        reference=softplus_ref,
+        reference_vjp=softplus_vjp,
+        ulps=4,
+        expected=("backward",),
+    ),
+    _case(
+        make_sigmoid_bwd_in_float32,
+        inputs=_single(_SMALL),
+        reference=sigmoid_ref,
+        reference_vjp=sigmoid_vjp,
+        ulps=4,
+        expected=("backward",),
+    ),
     # expand=False: an in-place write into a broadcast (stride-0) input raises in torch before it corrupts anything
-    _case(make_exp_grad_into_input, inputs=_single(_SMALL, expand=False), reference=exp_ref,
-          reference_vjp=exp_vjp, ulps=4, expected=("guards",)),
-    _case(make_relu_outputs_unwritten, inputs=_single(_SMALL, elements="separated"), reference=relu_ref,
-          reference_vjp=relu_vjp, kinks=relu_kinks, expected=("forward",)),
-    _case(make_neighbour_sum_reads_past_end, inputs=_single(st.tuples(gs.sides(min_side=1, max_side=16))),
-          reference=neighbour_sum_ref, reference_vjp=neighbour_sum_vjp, dtypes=(torch.float32,),
-          multilinear=True, depth=2, expected=("forward",)),
-    _case(make_tanh_first_grad_row, inputs=_single(_MATRICES), reference=tanh_ref, reference_vjp=tanh_vjp, ulps=4,
-          expected=("backward",)),
-    _case(make_row_sum_grad_is_mean, inputs=_single(gs.shapes(min_dims=1, max_numel=1 << 12)),
-          reference=row_sum_ref, reference_vjp=row_sum_vjp, depth=last_dim_depth, multilinear=True,
-          expected=("backward",)),
-    _case(make_cross_entropy_rows_past_2048,
-          # half the examples past 2048 rows, so the derandomized ci profile reaches them every run
-          inputs=_classification(st.one_of(st.integers(1, 40), st.sampled_from(gs.LARGE_SIZES)), st.integers(1, 10)),
-          reference=cross_entropy_rows_ref, reference_vjp=cross_entropy_rows_vjp, depth=cross_entropy_depth, ulps=4,
-          expected=("forward",)),
+    _case(
+        make_exp_grad_into_input,
+        inputs=_single(_SMALL, expand=False),
+        reference=exp_ref,
+        reference_vjp=exp_vjp,
+        ulps=4,
+        expected=("guards",),
+    ),
+    _case(
+        make_relu_outputs_unwritten,
+        inputs=_single(_SMALL, elements="separated"),
+        reference=relu_ref,
+        reference_vjp=relu_vjp,
+        kinks=relu_kinks,
+        expected=("forward",),
+    ),
+    _case(
+        make_neighbour_sum_reads_past_end,
+        inputs=_single(st.tuples(gs.sides(min_side=1, max_side=16))),
+        reference=neighbour_sum_ref,
+        reference_vjp=neighbour_sum_vjp,
+        dtypes=(torch.float32,),
+        multilinear=True,
+        depth=2,
+        expected=("forward",),
+    ),
+    _case(
+        make_tanh_first_grad_row,
+        inputs=_single(_MATRICES),
+        reference=tanh_ref,
+        reference_vjp=tanh_vjp,
+        ulps=4,
+        expected=("backward",),
+    ),
+    _case(
+        make_row_sum_grad_is_mean,
+        inputs=_single(gs.shapes(min_dims=1, max_numel=1 << 12)),
+        reference=row_sum_ref,
+        reference_vjp=row_sum_vjp,
+        depth=last_dim_depth,
+        multilinear=True,
+        expected=("backward",),
+    ),
+    _case(
+        make_cross_entropy_rows_past_2048,
+        # half the examples past 2048 rows, so the derandomized ci profile reaches them every run
+        inputs=_classification(st.one_of(st.integers(1, 40), st.sampled_from(gs.LARGE_SIZES)), st.integers(1, 10)),
+        reference=cross_entropy_rows_ref,
+        reference_vjp=cross_entropy_rows_vjp,
+        depth=cross_entropy_depth,
+        ulps=4,
+        expected=("forward",),
+    ),
 ]
 
 CASES_BY_NAME: dict[str, Case] = {case.name: case for case in CASES}

@@ -1,0 +1,334 @@
+"""Unit tests of the engine's pieces: the tolerance table, layouts and guard bands, strategies,
+check_gradients and verify's argument validation."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import hypothesis
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+import gradcheck as gc
+from gradcheck import layouts as lay
+from gradcheck import strategies as gs
+from gradcheck import tolerances as tl
+from tests.gradcheck import zoo
+
+CPU = torch.device("cpu")
+FLOATS = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+
+
+def _unit_roundoff(dtype: torch.dtype) -> float:
+    """u = eps / 2, from torch itself rather than from the table under test."""
+    return torch.finfo(dtype).eps / 2
+
+
+# ---------------------------------------------------------------------------------------------
+# tolerances
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+def test_table_row_per_dtype(dtype: torch.dtype) -> None:
+    row_name, row = tl.table_row(dtype)
+    assert row_name == str(dtype).removeprefix("torch.")
+    assert row.dtype == dtype
+    assert row.u_out == _unit_roundoff(dtype)
+    # half-precision kernels accumulate in fp32; fp32 and fp64 accumulate in their own precision
+    expected_acc = _unit_roundoff(torch.float32) if dtype in (torch.float16, torch.bfloat16) else row.u_out
+    assert row.u_acc == expected_acc
+    assert row.u_mul == 0.0
+
+
+def test_tf32_row() -> None:
+    name, row = tl.table_row(torch.float32, tf32=True)
+    assert name == "tf32"
+    assert row.u_out == _unit_roundoff(torch.float32)
+    assert row.u_mul == 2.0**-11  # TF32 keeps 10 explicit mantissa bits
+    assert tl.table_row(torch.float64, tf32=True)[0] == "float64", "only fp32 matmuls run on TF32 cores"
+    plain, tf32 = tl.tolerance(torch.float32, depth=64), tl.tolerance(torch.float32, depth=64, tf32=True)
+    assert tf32.row == "tf32"
+    assert tf32.acc == pytest.approx(plain.acc + 2 * row.u_mul)
+
+
+def test_table_rejects_non_float_dtypes() -> None:
+    with pytest.raises(KeyError, match=r"no tolerance for dtype torch\.int64"):
+        tl.table_row(torch.int64)
+
+
+@pytest.mark.parametrize("dtype", FLOATS, ids=str)
+def test_tolerance_scales_with_depth(dtype: torch.dtype) -> None:
+    u = tl.table_row(dtype)[1]
+    shallow, deep = tl.tolerance(dtype, depth=1), tl.tolerance(dtype, depth=1000)
+    assert shallow.depth == 1 and deep.depth == 1000
+    assert deep.rel == shallow.rel, "output rounding does not depend on K"
+    assert deep.acc - shallow.acc == pytest.approx(999 * u.u_acc)
+    assert deep.floor > shallow.floor
+    assert tl.tolerance(dtype, depth=0).depth == 1, "an empty sum still rounds once"
+
+
+def test_tolerance_for_gradients_and_transcendentals() -> None:
+    forward, backward = tl.tolerance(torch.float32, depth=8), tl.tolerance(torch.float32, depth=8, grad=True)
+    assert backward.rel == pytest.approx(tl.GRAD_FACTOR * forward.rel)
+    assert backward.acc == pytest.approx(tl.GRAD_FACTOR * forward.acc)
+    with_ulps = tl.tolerance(torch.float32, ulps=4)
+    assert with_ulps.rel - tl.tolerance(torch.float32).rel == pytest.approx(4 * _unit_roundoff(torch.float32))
+
+
+def test_tolerance_bound_is_elementwise_plus_normwise() -> None:
+    tol = tl.tolerance(torch.float32, depth=4)
+    ref = np.array([1.0, -2.0, 0.0])
+    tiny = torch.finfo(torch.float32).tiny
+    normwise = tol.bound(ref, None)
+    np.testing.assert_allclose(normwise, tol.rel * np.abs(ref) + tol.acc * np.abs(ref) + tol.floor * 2.0 + tiny)
+    magnitude = np.array([3.0, 3.0, 3.0])  # sum of |terms|: a multilinear op's cancellation
+    np.testing.assert_allclose(tol.bound(ref, magnitude), tol.rel * np.abs(ref) + tol.acc * magnitude + tiny)
+    assert "float32 row" in tol.describe() and "K=4" in tol.describe()
+
+
+# ---------------------------------------------------------------------------------------------
+# layouts and guard bands
+# ---------------------------------------------------------------------------------------------
+
+LAYOUTS_2D = {
+    "contiguous": lay.Layout.contiguous(2),
+    "transposed": lay.Layout("transposed", (1, 0), (1, 1), 0),
+    "sliced": lay.Layout("sliced", (0, 1), (2, 2), 3),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(LAYOUTS_2D))
+def test_place_keeps_values_inside_a_poisoned_buffer(kind: str) -> None:
+    values = torch.arange(12, dtype=torch.float64).reshape(3, 4)
+    placed = lay.place(values, dtype=torch.float32, device=CPU, layout=LAYOUTS_2D[kind])
+    assert placed.tensor.dtype == torch.float32
+    torch.testing.assert_close(placed.tensor, values.float())
+    assert placed.tensor.storage_offset() >= lay.GUARD
+    outside = placed.buffer[torch.from_numpy(~placed.footprint)]
+    assert outside.numel() >= 2 * lay.GUARD and bool(torch.isnan(outside).all())
+    assert placed.problems("x") == []
+
+
+def test_place_layout_strides() -> None:
+    values = torch.zeros(3, 4, dtype=torch.float64)
+    assert lay.place(values, dtype=torch.float64, device=CPU, layout=LAYOUTS_2D["transposed"]).tensor.stride() == (1, 3)
+    sliced = lay.place(values, dtype=torch.float64, device=CPU, layout=LAYOUTS_2D["sliced"]).tensor
+    assert sliced.stride() == (16, 2) and sliced.storage_offset() == lay.GUARD + 3
+    nchw = torch.zeros(2, 3, 4, 5, dtype=torch.float64)
+    channels_last = lay.place(
+        nchw, dtype=torch.float64, device=CPU, layout=lay.Layout("channels_last", (0, 2, 3, 1), (1, 1, 1, 1), 0)
+    )
+    assert channels_last.tensor.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_place_keeps_a_broadcast_dim_stride_zero() -> None:
+    values = torch.tensor([[1.0, 2.0, 3.0]], dtype=torch.float64).expand(4, 3)
+    placed = lay.place(values, dtype=torch.float32, device=CPU, layout=LAYOUTS_2D["sliced"])
+    assert placed.tensor.stride()[0] == 0
+    torch.testing.assert_close(placed.tensor, values.float())
+
+
+def test_guard_band_catches_a_write_out_of_bounds() -> None:
+    placed = lay.place(
+        torch.ones(5, dtype=torch.float64), dtype=torch.float32, device=CPU, layout=lay.Layout.contiguous(1)
+    )
+    end = placed.tensor.storage_offset() + placed.tensor.numel()
+    placed.buffer[end] = 0.0  # one past the end, as an unmasked store would
+    (problem,) = placed.problems("arg0")
+    assert "arg0" in problem and "out of bounds" in problem and f"buffer index {end}" in problem
+
+
+def test_guard_band_catches_a_write_into_a_gap() -> None:
+    placed = lay.place(
+        torch.ones(3, 4, dtype=torch.float64), dtype=torch.float64, device=CPU, layout=LAYOUTS_2D["sliced"]
+    )
+    gap = placed.tensor.storage_offset() + 1  # between the first two elements of row 0
+    placed.buffer[gap] = 7.0
+    assert any("out of bounds" in p for p in placed.problems("x"))
+
+
+def test_guard_band_catches_an_in_place_modification() -> None:
+    placed = lay.place(
+        torch.ones(2, 3, dtype=torch.float64), dtype=torch.float32, device=CPU, layout=LAYOUTS_2D["transposed"]
+    )
+    placed.tensor.data[1, 2] = 5.0
+    (problem,) = placed.problems("arg1")
+    assert "arg1 was modified in place" in problem and "(1, 2)" in problem
+
+
+def test_poison_values() -> None:
+    assert math.isnan(lay.poison_value(torch.float32, sentinel=False))
+    assert lay.poison_value(torch.float16, sentinel=True) == torch.finfo(torch.float16).max / 2
+    assert lay.poison_value(torch.int64, sentinel=False) < -(2**31), "an int poison must be far outside any index"
+    placed = lay.place(
+        torch.ones(4, dtype=torch.float64),
+        dtype=torch.float32,
+        device=CPU,
+        layout=lay.Layout.contiguous(1),
+        sentinel=True,
+    )
+    assert float(placed.buffer[0]) == lay.poison_value(torch.float32, sentinel=True)
+    assert placed.problems("x") == []
+
+
+@given(st.integers(0, 4).flatmap(lambda ndim: st.tuples(st.just(ndim), lay.layouts(ndim))))
+def test_layouts_match_their_rank(drawn: tuple[int, lay.Layout]) -> None:
+    ndim, layout = drawn
+    assert sorted(layout.order) == list(range(ndim)) and len(layout.steps) == ndim
+    assert layout.kind != "channels_last" or ndim == 4
+
+
+# ---------------------------------------------------------------------------------------------
+# strategies
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("build", "error", "message"),
+    [
+        (lambda: gs.sides(min_side=-1), ValueError, "min_side must be >= 0, got -1"),
+        (lambda: gs.sides(min_side=5, max_side=2), ValueError, "max_side=2 < min_side=5"),
+        (lambda: gs.sides(max_side=2.5), TypeError, "max_side must be an int, got 2.5"),
+        (lambda: gs.shapes(min_side=-3), ValueError, "min_side must be >= 0, got -3"),
+        (lambda: gs.shapes(min_side=4, max_side=2), ValueError, "max_side=2 < min_side=4"),
+        (lambda: gs.shapes(min_dims=3, max_dims=1), ValueError, "max_dims=1 < min_dims=3"),
+        (lambda: gs.shapes(max_numel=0), ValueError, "max_numel must be >= 1, got 0"),
+        (lambda: gs.tensors((2, -1)), ValueError, "must be >= 0, got -1"),
+        (lambda: gs.tensors((2,), elements="gaussian"), ValueError, "elements='gaussian'; expected one of"),
+        (lambda: gs.tensors((2,), min_value=1.0, max_value=0.0), ValueError, "min_value=1.0 must be < max_value=0.0"),
+        (lambda: gs.class_targets((4,), 0), ValueError, "num_classes must be >= 1, got 0"),
+        (lambda: gs.class_targets((4,), 3, p_ignore=1.5), ValueError, "p_ignore=1.5 must be in"),
+    ],
+)
+def test_strategies_validate_arguments_eagerly(build, error: type[Exception], message: str) -> None:
+    """Bad arguments fail where the strategy is built, with a message naming the argument."""
+    with pytest.raises(error, match=re.escape(message)):
+        build()
+
+
+@given(gs.shapes(max_dims=4, max_side=64, max_numel=1000))
+def test_shapes_respect_max_numel(shape: tuple[int, ...]) -> None:
+    assert len(shape) <= 4
+    assert math.prod(shape) <= 1000
+    assert all(s >= 0 for s in shape)
+
+
+def test_sides_reach_past_2048() -> None:
+    """Now and then a side goes past 2048, where block-multiple bugs live."""
+    assert hypothesis.find(gs.sides(), lambda side: side > 2048) in gs.LARGE_SIZES
+    assert hypothesis.find(gs.shapes(min_dims=2, max_numel=1 << 14), lambda s: max(s) > 2048)
+
+
+@given(gs.tensors(gs.shapes(max_numel=256), elements="separated"))
+def test_separated_values_are_distinct_and_away_from_zero(x: torch.Tensor) -> None:
+    assert x.dtype == torch.float64 and x.device == CPU
+    flat = np.sort(x.numpy().ravel())
+    assert np.all(np.diff(flat) >= 1 / 16 - 1e-12), "values must be separated by more than any FD step"
+    assert np.all(np.abs(flat) >= 1 / 32)
+
+
+@given(gs.tensors((3, 5), elements="uniform", min_value=-0.5, max_value=0.25))
+def test_tensor_values_respect_their_range(x: torch.Tensor) -> None:
+    assert tuple(x.shape) == (3, 5)
+    assert float(x.min()) >= -0.5 and float(x.max()) <= 0.25
+
+
+@given(gs.broadcastable_shapes(max_numel=512))
+def test_broadcastable_shapes_broadcast(pair: tuple[tuple[int, ...], tuple[int, ...]]) -> None:
+    np.broadcast_shapes(*pair)
+
+
+@given(gs.class_targets((6,), 4, ignore_index=-100))
+def test_class_targets_are_classes_or_ignored(targets: torch.Tensor) -> None:
+    assert targets.dtype == torch.int64
+    assert bool(((targets >= 0) & (targets < 4) | (targets == -100)).all())
+
+
+@given(gs.conv2d_geometries())
+def test_conv2d_geometries_are_consistent(geo: gs.ConvGeometry) -> None:
+    x = torch.zeros(geo.input_shape)
+    w = torch.zeros(geo.weight_shape)
+    out = torch.nn.functional.conv2d(x, w, None, geo.stride, geo.padding, geo.dilation, geo.groups)
+    assert tuple(out.shape[2:]) == geo.output_hw and min(geo.output_hw) >= 1
+
+
+# ---------------------------------------------------------------------------------------------
+# check_gradients
+# ---------------------------------------------------------------------------------------------
+
+
+def _f64(*shape: int, seed: int = 0) -> torch.Tensor:
+    return torch.from_numpy(np.random.default_rng(seed).standard_normal(shape))
+
+
+def test_check_gradients_passes_a_correct_function() -> None:
+    assert gc.check_gradients(torch.sin, _f64(5))  # full Jacobian
+    assert gc.check_gradients(torch.matmul, _f64(16, 16), _f64(16, 16, seed=1))  # directional
+
+
+def test_check_gradients_catches_a_wrong_function() -> None:
+    scaled = zoo.make_silu_grad_scaled(True)
+    for mode in ("full", "directional"):
+        with pytest.raises(gc.VerificationError):
+            gc.check_gradients(scaled, _f64(6), mode=mode)
+    assert gc.check_gradients(zoo.make_silu_grad_scaled(False), _f64(6))
+
+
+def test_check_gradients_sees_one_wrong_jacobian_entry() -> None:
+    """Signed random directions see what torch.autograd.gradcheck's fast mode cannot."""
+    with pytest.raises(gc.VerificationError):
+        gc.check_gradients(zoo.make_matmul16_wrong_entry(True), _f64(16, 16), _f64(16, 16, seed=1), mode="directional")
+
+
+def test_check_gradients_validates_its_arguments() -> None:
+    with pytest.raises(ValueError, match="mode='fast'"):
+        gc.check_gradients(torch.sin, _f64(3), mode="fast")
+    with pytest.raises(ValueError, match="at least one floating-point tensor"):
+        gc.check_gradients(lambda n: n, torch.arange(3))
+    with pytest.raises(TypeError, match="mixed dtypes"):
+        gc.check_gradients(torch.add, _f64(3), _f64(3).float())
+
+
+# ---------------------------------------------------------------------------------------------
+# verify: argument validation
+# ---------------------------------------------------------------------------------------------
+
+_ONE_TENSOR = gs.tensors((3,)).map(lambda x: (x,))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"fn": 3}, TypeError, "fn must be callable, got int"),
+        ({"reference_vjp": zoo.tanh_vjp}, ValueError, "reference_vjp without reference"),
+        ({"jacobian": "sometimes"}, ValueError, "jacobian='sometimes'"),
+        ({"dtypes": (torch.int32,)}, TypeError, "dtypes must be floating torch dtypes"),
+        ({"dtypes": ("float32",)}, TypeError, "dtypes must be floating torch dtypes"),
+        ({"max_examples": 0}, ValueError, "max_examples must be >= 1, got 0"),
+    ],
+)
+def test_verify_validates_its_arguments(kwargs: dict, error: type[Exception], message: str) -> None:
+    fn = kwargs.pop("fn", torch.tanh)
+    with pytest.raises(error, match=re.escape(message)):
+        gc.verify(fn, _ONE_TENSOR, **kwargs)
+
+
+def test_verify_returns_a_report() -> None:
+    report = gc.verify(
+        torch.tanh,
+        _ONE_TENSOR,
+        reference=zoo.tanh_ref,
+        reference_vjp=zoo.tanh_vjp,
+        dtypes=(torch.float32, torch.float64),
+        ulps=4,
+        name="tanh",
+    )
+    assert report.passed and report.name == "tanh"
+    assert report.examples("float32") > 0 and report.examples("float64") > 0
+    checks = {s.check for s in report.stats}
+    assert {"forward", "backward", "backward_fd", "guards", "zero_grad", "rerun"} <= checks

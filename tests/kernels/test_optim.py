@@ -1,0 +1,227 @@
+"""SGD: the engine's property test of one step, and the optimizer against torch.optim.SGD."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+
+import pytest
+import torch
+
+import gradcheck
+import kernels.optim
+from kernels.optim import SGD, sgd_step
+
+DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+#: Largest relative difference from torch.optim.SGD after STEPS steps: torch rounds after every
+#: operation and we once per element, a difference the training steps then carry along.
+RTOL = {torch.float64: 1e-12, torch.float32: 1e-5}
+STEPS = 12
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_sgd_step_verified(dtype):
+    gradcheck.verify_op("sgd", dtypes=[dtype], max_examples=20)
+
+
+def _model(dtype: torch.dtype) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(2, 3, 3), torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(12, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)
+    ).to(dtype)
+
+
+def _train(model, optimizer, dtype, steps=STEPS, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.randn(5, 2, 4, 4, generator=gen, dtype=torch.float64).to(dtype)
+        optimizer.zero_grad()
+        model(x).sin().sum().backward()  # bounded gradients: maximize does not diverge
+        optimizer.step()
+
+
+def _assert_close(ours, theirs, dtype):
+    for p, q in zip(ours.parameters(), theirs.parameters(), strict=True):
+        err = ((p - q).abs().max() / q.abs().max()).item()
+        assert err <= RTOL[dtype], err
+
+
+OPTIONS = [
+    dict(momentum=m, dampening=d, weight_decay=wd, nesterov=n, maximize=mx)
+    for m, d, wd, n, mx in itertools.product((0.0, 0.9), (0.0, 0.3), (0.0, 0.01), (False, True), (False, True))
+    if not (n and (m == 0 or d != 0))
+]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_matches_torch_sgd_over_many_steps(options, dtype):
+    ours, theirs = _model(dtype), _model(dtype)
+    _train(ours, SGD(ours.parameters(), lr=0.05, **options), dtype)
+    _train(theirs, torch.optim.SGD(theirs.parameters(), lr=0.05, **options), dtype)
+    _assert_close(ours, theirs, dtype)
+
+
+def test_param_groups_and_missing_grads():
+    """Groups with their own hyperparameters; a parameter without a gradient is left alone."""
+    ours, theirs = _model(torch.float64), _model(torch.float64)
+    frozen = [ours[3].bias, theirs[3].bias]
+    for f in frozen:
+        f.requires_grad_(False)
+
+    def groups(m):
+        return [
+            {"params": [m[0].weight, m[0].bias]},
+            {"params": [m[3].weight, m[3].bias, m[5].weight, m[5].bias], "lr": 0.01, "momentum": 0.5, "nesterov": True},
+        ]
+
+    _train(ours, SGD(groups(ours), lr=0.1, momentum=0.9, weight_decay=0.01), torch.float64)
+    _train(theirs, torch.optim.SGD(groups(theirs), lr=0.1, momentum=0.9, weight_decay=0.01), torch.float64)
+    _assert_close(ours, theirs, torch.float64)
+    assert torch.equal(frozen[0], _model(torch.float64)[3].bias)
+
+
+def test_state_dict_round_trip():
+    """State saved by either optimizer loads into the other and training goes on identically."""
+    ours, theirs = _model(torch.float64), _model(torch.float64)
+    opt_ours = SGD(ours.parameters(), lr=0.05, momentum=0.9, dampening=0.1)
+    opt_theirs = torch.optim.SGD(theirs.parameters(), lr=0.05, momentum=0.9, dampening=0.1)
+    _train(ours, opt_ours, torch.float64, steps=3)
+    _train(theirs, opt_theirs, torch.float64, steps=3)
+    saved_ours, saved_theirs = copy.deepcopy(opt_ours.state_dict()), copy.deepcopy(opt_theirs.state_dict())
+    assert saved_ours["param_groups"] == saved_theirs["param_groups"]
+    assert saved_ours["state"].keys() == saved_theirs["state"].keys()
+    for k, state in saved_theirs["state"].items():
+        torch.testing.assert_close(saved_ours["state"][k]["momentum_buffer"], state["momentum_buffer"], rtol=1e-12, atol=0)
+    # swap: each optimizer continues from the other's state on a copy of the other's model
+    ours_next, theirs_next = copy.deepcopy(theirs), copy.deepcopy(ours)
+    opt_a = SGD(ours_next.parameters(), lr=1.0)
+    opt_a.load_state_dict(saved_theirs)
+    opt_b = torch.optim.SGD(theirs_next.parameters(), lr=1.0)
+    opt_b.load_state_dict(saved_ours)
+    assert opt_a.param_groups[0]["lr"] == 0.05
+    _train(ours_next, opt_a, torch.float64, seed=2)
+    _train(theirs_next, opt_b, torch.float64, seed=2)
+    _assert_close(ours_next, theirs_next, torch.float64)
+
+
+def test_layouts_and_dtypes_in_one_group():
+    """channels_last, transposed and strided (non-dense) parameters, fp32 and fp64 side by side."""
+    torch.manual_seed(3)
+    values = [
+        torch.randn(4, 3, 3, 3).contiguous(memory_format=torch.channels_last),
+        torch.randn(5, 7, dtype=torch.float64).t(),
+        torch.randn(6, 10)[:, ::2],
+        torch.randn(0, 3),
+        torch.randn(20000),  # several chunks
+    ]
+    ours = [torch.nn.Parameter(v.clone()) for v in values]
+    theirs = [torch.nn.Parameter(v.clone()) for v in values]
+    opt_ours = SGD(ours, lr=0.1, momentum=0.9, weight_decay=0.1)
+    opt_theirs = torch.optim.SGD(theirs, lr=0.1, momentum=0.9, weight_decay=0.1)
+    for step in range(3):
+        for a, b in zip(ours, theirs, strict=True):
+            g = torch.randn(a.shape, generator=torch.Generator().manual_seed(step), dtype=a.dtype)
+            a.grad, b.grad = g.clone(), g.clone()
+        opt_ours.step()
+        opt_theirs.step()
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+        assert a.stride() == b.stride()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_half_precision_parameters(dtype):
+    """16-bit parameters: computed in fp32 and rounded once, so within one rounding of an fp32 run."""
+    ours = _model(dtype)
+    reference = _model(torch.float32)
+    reference.load_state_dict({k: v.float() for k, v in ours.state_dict().items()})
+    opt = SGD(ours.parameters(), lr=0.05, momentum=0.9)
+    x = torch.randn(5, 2, 4, 4)
+    opt.zero_grad()
+    ours(x.to(dtype)).sum().backward()
+    grads = [p.grad.float() for p in ours.parameters()]
+    opt.step()
+    eps = torch.finfo(dtype).eps
+    for p, q, g in zip(ours.parameters(), reference.parameters(), grads, strict=True):
+        torch.testing.assert_close(p.float(), (q - 0.05 * g).detach(), rtol=eps, atol=eps)
+
+
+def test_one_launch_per_group_and_dtype(monkeypatch):
+    launches = []
+    kernel = kernels.optim._sgd_fused_kernel
+
+    class Counting:
+        def __getitem__(self, grid):
+            launches.append(grid)
+            return kernel[grid]
+
+    monkeypatch.setattr(kernels.optim, "_sgd_fused_kernel", Counting())
+    model = _model(torch.float32)
+    model[5].double()
+    opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model[5](model[4](model[3](model[2](model[1](model[0](torch.randn(2, 2, 4, 4))))).double())).sum().backward()
+    opt.step()
+    assert len(launches) == 2  # fp32 and fp64 parameters
+
+
+def test_closure_and_version_counter():
+    p = torch.nn.Parameter(torch.ones(3))
+    opt = SGD([p], lr=0.5)
+    version = p._version
+
+    def closure():
+        opt.zero_grad()
+        loss = (p * 2).sum()
+        loss.backward()
+        return loss
+
+    assert opt.step(closure).item() == 6.0
+    assert torch.equal(p.detach(), torch.zeros(3))
+    assert p._version > version, "an in-place update must bump the version counter"
+
+
+def test_tensor_lr():
+    p = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+    p.grad = torch.ones(2, dtype=torch.float64)
+    SGD([p], lr=torch.tensor(0.25)).step()
+    assert torch.equal(p.detach(), torch.full((2,), 0.75, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"lr": -1.0}, "Invalid learning rate"),
+        ({"lr": 0.1, "momentum": -0.5}, "Invalid momentum"),
+        ({"lr": 0.1, "weight_decay": -1.0}, "Invalid weight_decay"),
+        ({"lr": 0.1, "nesterov": True}, "Nesterov momentum requires a momentum and zero dampening"),
+        ({"lr": 0.1, "momentum": 0.9, "dampening": 0.1, "nesterov": True}, "Nesterov momentum requires"),
+    ],
+)
+def test_bad_hyperparameters_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        SGD([torch.nn.Parameter(torch.ones(1))], **kwargs)
+    with pytest.raises(ValueError, match=message):
+        sgd_step(torch.ones(1), torch.ones(1), torch.ones(1), **kwargs)
+
+
+def test_sgd_step_bad_input_raises():
+    p = torch.ones(3)
+    with pytest.raises(ValueError, match="grad has shape"):
+        sgd_step(p, torch.ones(4), None, lr=0.1)
+    with pytest.raises(ValueError, match="momentum_buffer is None"):
+        sgd_step(p, p, None, lr=0.1, momentum=0.9)
+    with pytest.raises(TypeError, match="mixed dtypes"):
+        sgd_step(p, p.double(), None, lr=0.1)
+    with pytest.raises(TypeError, match="grad has dtype int64"):
+        sgd_step(p, torch.ones(3, dtype=torch.int64), None, lr=0.1)
+    with pytest.raises(NotImplementedError, match="differentiable"):
+        SGD([torch.nn.Parameter(p)], lr=0.1, differentiable=True)
+
+
+def test_sgd_step_first_step_and_no_momentum():
+    p, g = torch.tensor([1.0, 2.0], dtype=torch.float64), torch.tensor([0.5, -1.0], dtype=torch.float64)
+    new_p, new_b = sgd_step(p, g, None, lr=0.1, momentum=0.9, first_step=True)
+    assert torch.equal(new_b, g) and torch.equal(new_p, p - 0.1 * g)
+    new_p, new_b = sgd_step(p, g, None, lr=0.1)
+    assert new_b is None and torch.equal(new_p, p - 0.1 * g)

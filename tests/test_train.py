@@ -1,0 +1,132 @@
+"""``python -m gradcheck train``: our BlitzNet tracks torch.nn step for step and converges.
+
+Everything runs the real kernels (the Triton interpreter on CPU), so the runs are short: the
+float64 parity run takes 24 steps of batch 4, the convergence run 50 steps of batch 16.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from gradcheck import data as gd
+from gradcheck import train as gt
+from kernels import _runtime as rt
+
+pytest.importorskip("sklearn")
+pytest.importorskip("matplotlib")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The torch.nn reference is tiny; with pytest-xdist on two cores, torch's own thread pool only
+    oversubscribes them (measured: several times slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def digits() -> gd.Dataset:
+    return gd.load_digits()
+
+
+def _subset(ds: gd.Dataset, n_train: int | None, n_test: int) -> gd.Dataset:
+    return dataclasses.replace(
+        ds,
+        x_train=ds.x_train[:n_train],
+        y_train=ds.y_train[:n_train],
+        x_test=ds.x_test[:n_test],
+        y_test=ds.y_test[:n_test],
+    )
+
+
+def test_float64_matches_torch_step_for_step(digits):
+    """In float64 the two loss trajectories agree to 1e-9 relative over the first 20 steps and the final
+    parameters to 1e-6 (measured: about 1e-16 and 1e-15)."""
+    config = gt.TrainConfig(dtype="float64", batch_size=4, lr=0.05, momentum=0.9, max_steps=24, progress=False)
+    summary = gt.run(config, dataset=_subset(digits, 4 * 24, 16))
+    assert summary["steps"] == 24
+    rel = summary["divergence"]["per_step_rel"]
+    assert max(rel[: gt.EARLY_STEPS]) <= 1e-9, rel[: gt.EARLY_STEPS]
+    assert summary["divergence"][f"max_rel_first_{gt.EARLY_STEPS}"] <= 1e-9
+    assert summary["parameters"]["max_rel"] <= 1e-6, summary["parameters"]["per_parameter"]
+    assert summary["parameters"]["max_abs"] <= 1e-6
+    # The run moved the weights (a parity test on a frozen network would prove nothing).
+    assert summary["loss"]["torch"][0] != summary["loss"]["torch"][-1]
+    assert summary["final"]["test_acc_ours"] == summary["final"]["test_acc_torch"]
+
+
+def test_float32_training_converges_and_tracks_torch(digits):
+    """The CI convergence run: 50 steps of batch 16 (800 images, about half an epoch) on float32 take the
+    test accuracy far above chance (10%) and the loss well down, for ours and for torch.nn alike."""
+    config = gt.TrainConfig(dtype="float32", batch_size=16, lr=0.05, momentum=0.8, seed=1, max_steps=50, progress=False)
+    summary = gt.run(config, dataset=_subset(digits, None, 120))
+    losses = summary["loss"]["ours"]
+    assert len(losses) == 50 and summary["finite"]
+    first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
+    assert last < 0.75 * first, (first, last)
+    assert summary["final"]["test_acc_ours"] >= 0.4, summary["final"]
+    assert abs(summary["final"]["test_acc_ours"] - summary["final"]["test_acc_torch"]) <= 0.05
+    # float32: both networks round differently, but the curves stay together over these steps.
+    assert summary["divergence"]["max_rel"] < 1e-2, summary["divergence"]["max_rel"]
+
+
+def test_cli_writes_summary_and_plot(tmp_path, monkeypatch, digits, capsys):
+    tiny = _subset(digits, 12, 8)
+    monkeypatch.setattr(gd, "load_dataset", lambda data_dir=None: tiny)
+    out = tmp_path / "out"
+    argv = ["--epochs", "2", "--batch-size", "6", "--lr", "0.01", "--out-dir", str(out), "--seed", "3"]
+    assert gt.main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 4 and len(summary["epochs"]) == 2
+    assert summary["config"]["batch_size"] == 6 and summary["config"]["seed"] == 3
+    assert len(summary["loss"]["ours"]) == len(summary["loss"]["torch"]) == 4
+    for key in ("max_rel", "max_rel_step", "max_abs", f"max_rel_first_{gt.EARLY_STEPS}"):
+        assert key in summary["divergence"]
+    assert set(summary["epochs"][0]) >= {"test_acc_ours", "test_acc_torch", "train_loss_ours", "train_loss_torch"}
+    assert (out / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    printed = capsys.readouterr().out
+    assert "largest relative gap" in printed and "test acc ours" in printed
+
+
+def test_cli_max_steps_stops_mid_epoch(tmp_path, monkeypatch, digits):
+    monkeypatch.setattr(gd, "load_dataset", lambda data_dir=None: _subset(digits, 20, 4))
+    assert gt.main(["--batch-size", "4", "--max-steps", "3", "--quiet", "--out-dir", str(tmp_path)]) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["epochs"][-1]["epoch"] == pytest.approx(0.6)
+
+
+def test_cli_reports_user_errors(tmp_path, capsys):
+    assert gt.main(["--data-dir", str(tmp_path / "missing"), "--out-dir", str(tmp_path)]) == 2
+    assert "does not exist" in capsys.readouterr().out
+    wrong = "cuda" if rt.INTERPRET else "cpu"
+    assert gt.main(["--device", wrong, "--out-dir", str(tmp_path)]) == 2
+    assert "--device" in capsys.readouterr().out
+    for bad in (["--epochs", "0"], ["--batch-size", "x"], ["--dtype", "float16"]):
+        with pytest.raises(SystemExit) as info:
+            gt.main(bad)
+        assert info.value.code == 2
+
+
+def test_help_through_the_module_entry_point():
+    proc = subprocess.run(
+        [sys.executable, "-m", "gradcheck", "train", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    for option in ("--epochs", "--batch-size", "--lr", "--momentum", "--dtype", "--device", "--seed", "--data-dir"):
+        assert option in proc.stdout
+    assert "--out-dir" in proc.stdout and "--max-steps" in proc.stdout
