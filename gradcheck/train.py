@@ -32,10 +32,10 @@ EARLY_STEPS = 20
 
 @dataclass
 class TrainConfig:
-    epochs: int = 8
+    epochs: int = 6
     batch_size: int = 32
     lr: float = 0.02
-    momentum: float = 0.9
+    momentum: float = 0.8
     dtype: str = "float32"
     device: str | None = None  # None: where the kernels run (cuda when compiled, cpu under the interpreter)
     seed: int = 0
@@ -44,6 +44,7 @@ class TrainConfig:
     max_steps: int | None = None
     eval_batch_size: int = 512
     fused: bool = True
+    noise_floor: bool = True  # below float64: also train torch.nn in float64, to show how far rounding alone drifts
     progress: bool = True
 
 
@@ -56,36 +57,62 @@ def build_parser() -> argparse.ArgumentParser:
         "accuracy per epoch for both and the largest divergence between the two loss trajectories; writes "
         "summary.json and curves.png to --out-dir. Default data: scikit-learn's digits (embedded, 8x8 upscaled "
         "to 3x32x32); --data-dir reads CIFAR-10's python batches from a local folder.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="examples: python -m gradcheck train (digits, defaults: about 95-97% test accuracy); "
+        "python -m gradcheck train --dtype float64 --max-steps 20 (step-for-step parity with torch.nn); "
+        "python -m gradcheck train --data-dir ~/data/cifar-10-batches-py --epochs 10",
     )
-    p.add_argument("--epochs", type=_positive, default=d.epochs, help="passes over the training set")
-    p.add_argument("--batch-size", type=_positive, default=d.batch_size, help="training batch size")
-    p.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate")
-    p.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default=d.dtype, help="parameter and activation dtype")
+    p.add_argument(
+        "--epochs", type=_positive, default=d.epochs, help="passes over the training set (default: %(default)s)"
+    )
+    p.add_argument(
+        "--batch-size", type=_positive, default=d.batch_size, help="training batch size (default: %(default)s)"
+    )
+    p.add_argument("--lr", type=float, default=d.lr, help="SGD learning rate (default: %(default)s)")
+    p.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum (default: %(default)s)")
+    p.add_argument(
+        "--dtype", choices=sorted(DTYPES), default=d.dtype, help="parameter and activation dtype (default: %(default)s)"
+    )
     p.add_argument(
         "--device",
         default=None,
         help="torch device for both networks (default: cuda when the kernels compile, cpu under the Triton "
         "interpreter)",
     )
-    p.add_argument("--seed", type=int, default=d.seed, help="seed of the initial weights and the batch order")
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="seed of the initial weights and the batch order (default: %(default)s)",
+    )
     p.add_argument(
         "--data-dir",
         type=Path,
         default=None,
         help="folder with CIFAR-10's python batches (data_batch_1..5, test_batch); default: embedded digits",
     )
-    p.add_argument("--out-dir", type=Path, default=d.out_dir, help="where summary.json and curves.png go")
+    p.add_argument(
+        "--out-dir", type=Path, default=d.out_dir, help="where summary.json and curves.png go (default: %(default)s)"
+    )
     p.add_argument(
         "--max-steps", type=_positive, default=None, help="stop after this many optimizer steps (quick runs)"
     )
-    p.add_argument("--eval-batch-size", type=_positive, default=d.eval_batch_size, help="batch size for testing")
+    p.add_argument(
+        "--eval-batch-size",
+        type=_positive,
+        default=d.eval_batch_size,
+        help="batch size for testing (default: %(default)s)",
+    )
     p.add_argument(
         "--no-fused",
         dest="fused",
         action="store_false",
         help="run fc1/fc2 as linear then relu instead of the fused linear_relu kernel",
+    )
+    p.add_argument(
+        "--no-noise-floor",
+        dest="noise_floor",
+        action="store_false",
+        help="in float32, skip the extra torch.nn float64 run that shows how far rounding alone drifts",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     return p
@@ -199,6 +226,13 @@ def run(config: TrainConfig, *, dataset=None, console=None) -> dict:
     ours_loss, ref_loss = knn.CrossEntropyLoss(), torch.nn.CrossEntropyLoss()
     ours_opt = SGD(ours.parameters(), lr=config.lr, momentum=config.momentum)
     ref_opt = torch.optim.SGD(ref.parameters(), lr=config.lr, momentum=config.momentum)
+    # The noise floor: torch.nn in float64 from the same (rounded) initial weights. Training amplifies any
+    # rounding difference, so torch float32 drifts from torch float64 too; ours should drift no faster.
+    floor = floor_opt = None
+    if config.noise_floor and dtype != torch.float64:
+        floor = knn.blitznet_torch(dataset.num_classes, device=device, dtype=torch.float64)
+        floor.load_state_dict(ours.state_dict())  # cast up exactly
+        floor_opt = torch.optim.SGD(floor.parameters(), lr=config.lr, momentum=config.momentum)
 
     n = len(y_train)
     steps_per_epoch = math.ceil(n / config.batch_size)
@@ -209,6 +243,7 @@ def run(config: TrainConfig, *, dataset=None, console=None) -> dict:
 
     losses_ours: list[float] = []
     losses_ref: list[float] = []
+    losses_floor: list[float] = []
     epochs: list[dict] = []
     seconds = {"ours_train": 0.0, "torch_train": 0.0, "ours_eval": 0.0, "torch_eval": 0.0}
     started = time.perf_counter()
@@ -275,6 +310,12 @@ def run(config: TrainConfig, *, dataset=None, console=None) -> dict:
                 lr_ = float(loss.detach())
                 seconds["ours_train"] += t1 - t0
                 seconds["torch_train"] += time.perf_counter() - t1
+                if floor is not None:
+                    floor_opt.zero_grad()
+                    loss = ref_loss(floor(xb.to(torch.float64)), yb)
+                    loss.backward()
+                    floor_opt.step()
+                    losses_floor.append(float(loss.detach()))
 
                 losses_ours.append(lo)
                 losses_ref.append(lr_)
@@ -291,6 +332,7 @@ def run(config: TrainConfig, *, dataset=None, console=None) -> dict:
                 )
 
     rel = _rel_gap(losses_ours, losses_ref)
+    floor_rel = _rel_gap(losses_ref, losses_floor) if floor is not None else []
     worst = max(range(len(rel)), key=rel.__getitem__) if rel else None
     last = epochs[-1] if epochs else {}
     return {
@@ -307,7 +349,7 @@ def run(config: TrainConfig, *, dataset=None, console=None) -> dict:
         },
         "steps": len(losses_ours),
         "steps_per_epoch": steps_per_epoch,
-        "loss": {"ours": losses_ours, "torch": losses_ref},
+        "loss": {"ours": losses_ours, "torch": losses_ref, **({"torch_float64": losses_floor} if floor else {})},
         "epochs": epochs,
         "final": {
             "test_acc_ours": last.get("test_acc_ours"),
@@ -322,6 +364,14 @@ def run(config: TrainConfig, *, dataset=None, console=None) -> dict:
             f"max_rel_first_{EARLY_STEPS}": max(rel[:EARLY_STEPS], default=None),
             "per_step_rel": rel,
         },
+        # torch.nn at --dtype vs torch.nn in float64 (None in float64 runs): how far rounding alone drifts.
+        "noise_floor": {
+            "max_rel": max(floor_rel, default=None),
+            f"max_rel_first_{EARLY_STEPS}": max(floor_rel[:EARLY_STEPS], default=None),
+            "per_step_rel": floor_rel,
+        }
+        if floor is not None
+        else None,
         "parameters": _param_gap(ours, ref),
         "seconds": {
             **seconds,
@@ -364,7 +414,11 @@ def write_outputs(summary: dict, out_dir: Path) -> tuple[Path, Path]:
     ax_loss.set(xlabel="step", ylabel="training loss (batch)", title="loss per step")
     ax_loss.legend()
     gap = [max(g, 1e-18) for g in summary["divergence"]["per_step_rel"]]
-    ax_gap.semilogy(steps, gap, color="tab:red", lw=1)
+    ax_gap.semilogy(steps, gap, color="tab:red", lw=1, label="ours vs torch.nn")
+    if summary.get("noise_floor"):
+        floor = [max(g, 1e-18) for g in summary["noise_floor"]["per_step_rel"]]
+        ax_gap.semilogy(steps, floor, color="tab:gray", lw=1, alpha=0.8, label="torch.nn vs torch.nn float64")
+        ax_gap.legend()
     ax_gap.set(
         xlabel="step",
         ylabel="|loss ours - loss torch| / |loss torch|",
@@ -408,6 +462,12 @@ def _print_summary(summary: dict, console) -> None:
         f"(first {EARLY_STEPS} steps: {early:.3e}); final parameters: max |diff| {par['max_abs']:.3e} "
         f"(relative {par['max_rel']:.3e})"
     )
+    if summary.get("noise_floor"):
+        nf = summary["noise_floor"]
+        console.print(
+            f"noise floor (torch.nn {summary['config']['dtype']} vs torch.nn float64): largest relative gap "
+            f"{nf['max_rel']:.3e} (first {EARLY_STEPS} steps: {nf[f'max_rel_first_{EARLY_STEPS}']:.3e})"
+        )
     console.print(
         f"{summary['steps']} steps in {sec['total']:.1f}s on {summary['runtime']['device']} "
         f"({summary['runtime']['kernels']}): ours {1e3 * sec['ours_per_step']:.2f} ms/step, "
@@ -433,6 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_steps=args.max_steps,
         eval_batch_size=args.eval_batch_size,
         fused=args.fused,
+        noise_floor=args.noise_floor,
         progress=not args.quiet,
     )
     from gradcheck.data import DatasetError, load_dataset

@@ -152,7 +152,7 @@ def _conv_fwd_kernel(
 ):
     acc_t = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     pid_m, pid_n, ar_m, ar_n, ar_k = _index_vectors(INT64, BLOCK_M, BLOCK_N, BLOCK_K)
-    tiles_n = tl.cdiv(N_DIM, BLOCK_N)
+    tiles_n = (N_DIM + BLOCK_N - 1) // BLOCK_N
     grp = pid_n // tiles_n
     offs_m = pid_m * BLOCK_M + ar_m
     co = (pid_n % tiles_n) * BLOCK_N + ar_n
@@ -180,7 +180,8 @@ def _conv_fwd_kernel(
                 for c0 in range(0, CG, BLOCK_K):
                     ci = c0 + ar_k
                     ci_ok = ci < CG
-                    a = tl.load(x_ptr + row[:, None] + ci[None, :] * sxc, mask=row_ok[:, None] & ci_ok[None, :], other=0.0)
+                    a_ok = row_ok[:, None] & ci_ok[None, :]
+                    a = tl.load(x_ptr + row[:, None] + ci[None, :] * sxc, mask=a_ok, other=0.0)
                     b = tl.load(
                         w_ptr + w_col[None, :] + (ci * swc + kh * swh + kw * sww)[:, None],
                         mask=ci_ok[:, None] & co_ok[None, :],
@@ -253,7 +254,7 @@ def _conv_dx_kernel(
 ):
     acc_t = tl.float64 if g_ptr.dtype.element_ty == tl.float64 else tl.float32
     pid_m, pid_n, ar_m, ar_n, ar_k = _index_vectors(INT64, BLOCK_M, BLOCK_N, BLOCK_K)
-    tiles_n = tl.cdiv(N_DIM, BLOCK_N)
+    tiles_n = (N_DIM + BLOCK_N - 1) // BLOCK_N
     grp = pid_n // tiles_n
     offs_m = pid_m * BLOCK_M + ar_m
     ci = (pid_n % tiles_n) * BLOCK_N + ar_n
@@ -282,7 +283,8 @@ def _conv_dx_kernel(
                 for o0 in range(0, OCG, BLOCK_K):
                     co = o0 + ar_k
                     co_ok = co < OCG
-                    a = tl.load(g_ptr + row[:, None] + co[None, :] * sgc, mask=row_ok[:, None] & co_ok[None, :], other=0.0)
+                    a_ok = row_ok[:, None] & co_ok[None, :]
+                    a = tl.load(g_ptr + row[:, None] + co[None, :] * sgc, mask=a_ok, other=0.0)
                     b = tl.load(
                         w_ptr + ((oc_first + co) * swo + kh * swh + kw * sww)[:, None] + (ci * swc)[None, :],
                         mask=co_ok[:, None] & ci_ok[None, :],
@@ -368,12 +370,12 @@ def _conv_dw_kernel(
 ):
     acc_t = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     pid, split, ar_m, cols, ar_k = _index_vectors(INT64, BLOCK_M, BLOCK_N, BLOCK_K)
-    tiles_m = tl.cdiv(M_DIM, BLOCK_M)
+    tiles_m = (M_DIM + BLOCK_M - 1) // BLOCK_M
     if TAPS_OUTER:
-        tiles_c = tl.cdiv(CG, BLOCK_N)
+        tiles_c = (CG + BLOCK_N - 1) // BLOCK_N
         tiles_n = KH * KW * tiles_c
     else:
-        tiles_n = tl.cdiv(N_DIM, BLOCK_N)
+        tiles_n = (N_DIM + BLOCK_N - 1) // BLOCK_N
     if not COMPUTE_DW:
         tiles_n = 1
     grp = pid // (tiles_m * tiles_n)
@@ -431,9 +433,8 @@ def _conv_dw_kernel(
     if COMPUTE_DW:
         d_off = (oc * sdo)[:, None] + (ci * sdc + kh * sdh + kw * sdw)[None, :]
         tl.store(row + d_off, acc, mask=co_ok[:, None] & col_ok[None, :])
-    if COMPUTE_DB:
-        if tn == 0:  # one program per output-channel block stores the bias sums
-            tl.store(row + DB_AT + oc, db_acc, mask=co_ok)
+    if COMPUTE_DB and tn == 0:  # one program per output-channel block stores the bias sums
+        tl.store(row + DB_AT + oc, db_acc, mask=co_ok)
 
 
 @triton.jit
@@ -460,12 +461,16 @@ def _sum_splits_kernel(
 # ---------------------------------------------------------------------------------------------
 
 
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _pair(value: int | Sequence[int], name: str, *, minimum: int) -> tuple[int, int]:
     """An int or a pair of ints (torch accepts both), each >= ``minimum``."""
     items = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
     if isinstance(items, Sequence) and len(items) == 1:
         items = (items[0], items[0])
-    if not isinstance(items, Sequence) or len(items) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in items):
+    if not isinstance(items, Sequence) or len(items) != 2 or not all(_is_int(v) for v in items):
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     if any(v < minimum for v in items):
         what = "positive" if minimum == 1 else "non-negative"
@@ -540,7 +545,9 @@ class _Geometry:
         if x.dim() != 4:
             raise ValueError(f"conv2d expects a 4-D input (N, C, H, W) (or 3-D unbatched), got shape {tuple(x.shape)}")
         if w.dim() != 4:
-            raise ValueError(f"conv2d expects a 4-D weight (out_channels, in_channels / groups, kH, kW), got shape {tuple(w.shape)}")
+            raise ValueError(
+                f"conv2d expects a 4-D weight (out_channels, in_channels / groups, kH, kW), got shape {tuple(w.shape)}"
+            )
         if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
             raise ValueError(f"groups must be a positive int, got {groups!r}")
         self.stride = _pair(stride, "stride", minimum=1)
@@ -564,8 +571,8 @@ class _Geometry:
         span = (self.dilation[0] * (kh - 1) + 1, self.dilation[1] * (kw - 1) + 1)
         if padded[0] < span[0] or padded[1] < span[1]:
             raise ValueError(
-                f"kernel {kh}x{kw} with dilation {self.dilation} spans {span[0]}x{span[1]}, larger than the padded input "
-                f"{padded[0]}x{padded[1]}"
+                f"kernel {kh}x{kw} with dilation {self.dilation} spans {span[0]}x{span[1]}, "
+                f"larger than the padded input {padded[0]}x{padded[1]}"
             )
         self.n, self.c, self.h, self.w, self.oc, self.cg = n, c, h, w_, oc, cg
         self.groups = groups
@@ -694,8 +701,9 @@ class Conv2dFunction(torch.autograd.Function):
     def backward(ctx, g):
         x, w = ctx.saved_tensors
         geo = ctx.geo
-        if g.shape != (geo.n, geo.oc, geo.oh, geo.ow) or g.dtype != x.dtype:
-            raise ValueError(f"grad_output of shape {tuple(g.shape)} {g.dtype} for an output of {(geo.n, geo.oc, geo.oh, geo.ow)} {x.dtype}")
+        out_shape = (geo.n, geo.oc, geo.oh, geo.ow)
+        if g.shape != out_shape or g.dtype != x.dtype:
+            raise ValueError(f"grad_output {g.dtype}{tuple(g.shape)} for an output {x.dtype}{out_shape}")
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         dx = conv2d_input_grad(geo, g, w, x) if need_x else None
         dw = db = None

@@ -72,22 +72,6 @@ _KEY = ["size_class", "RANK"]
 
 
 @triton.jit
-def _linear_ids(BLOCK: tl.constexpr, INT64: tl.constexpr):
-    """Row-major element indices this program handles."""
-    pid = tl.program_id(0)
-    if INT64:
-        pid = pid.to(tl.int64)
-    return pid * BLOCK + tl.arange(0, BLOCK)
-
-
-@triton.jit
-def _offsets(ids, S1, S2, S3, s0, s1, s2, s3, RANK: tl.constexpr):
-    """Memory offsets of elements ``ids`` of an operand laid out as described (RANK 0: contiguous)."""
-    off = ids if RANK == 0 else strided_offsets(ids, S1, S2, S3, s0, s1, s2, s3, RANK)
-    return off
-
-
-@triton.jit
 def _exp(x, PRECISE: tl.constexpr):
     y = libdevice.exp(x) if PRECISE else tl.exp(x)
     return y
@@ -230,11 +214,14 @@ def _binary_kernel(
     INT64: tl.constexpr,  # indices and offsets need 64 bits
     BLOCK: tl.constexpr,
 ):
-    ids = _linear_ids(BLOCK, INT64)
+    pid = tl.program_id(0).to(tl.int64) if INT64 else tl.program_id(0)
+    ids = pid * BLOCK + tl.arange(0, BLOCK)
     mask = ids < n
     acc_t = tl.float64 if a_ptr.dtype.element_ty == tl.float64 else tl.float32
-    a = tl.load(a_ptr + _offsets(ids, S1, S2, S3, a_s0, a_s1, a_s2, a_s3, RANK), mask=mask).to(acc_t)
-    b = tl.load(b_ptr + _offsets(ids, S1, S2, S3, b_s0, b_s1, b_s2, b_s3, RANK), mask=mask).to(acc_t)
+    a_offs = ids if RANK == 0 else strided_offsets(ids, S1, S2, S3, a_s0, a_s1, a_s2, a_s3, RANK)
+    a = tl.load(a_ptr + a_offs, mask=mask).to(acc_t)
+    b_offs = ids if RANK == 0 else strided_offsets(ids, S1, S2, S3, b_s0, b_s1, b_s2, b_s3, RANK)
+    b = tl.load(b_ptr + b_offs, mask=mask).to(acc_t)
     if OP == 0:
         out = a + b
     elif OP == 1:
@@ -267,16 +254,20 @@ def _binary_bwd_kernel(
     INT64: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    ids = _linear_ids(BLOCK, INT64)
+    pid = tl.program_id(0).to(tl.int64) if INT64 else tl.program_id(0)
+    ids = pid * BLOCK + tl.arange(0, BLOCK)
     mask = ids < n
     acc_t = tl.float64 if g_ptr.dtype.element_ty == tl.float64 else tl.float32
-    g = tl.load(g_ptr + _offsets(ids, S1, S2, S3, g_s0, g_s1, g_s2, g_s3, RANK), mask=mask).to(acc_t)
-    b = tl.load(b_ptr + _offsets(ids, S1, S2, S3, b_s0, b_s1, b_s2, b_s3, RANK), mask=mask).to(acc_t)
+    g_offs = ids if RANK == 0 else strided_offsets(ids, S1, S2, S3, g_s0, g_s1, g_s2, g_s3, RANK)
+    g = tl.load(g_ptr + g_offs, mask=mask).to(acc_t)
+    b_offs = ids if RANK == 0 else strided_offsets(ids, S1, S2, S3, b_s0, b_s1, b_s2, b_s3, RANK)
+    b = tl.load(b_ptr + b_offs, mask=mask).to(acc_t)
     if NEED_A:
         da = g * b if OP == 2 else div_rn(g, b)
         tl.store(da_ptr + ids, da.to(da_ptr.dtype.element_ty), mask=mask)
     if NEED_B:
-        a = tl.load(a_ptr + _offsets(ids, S1, S2, S3, a_s0, a_s1, a_s2, a_s3, RANK), mask=mask).to(acc_t)
+        a_offs = ids if RANK == 0 else strided_offsets(ids, S1, S2, S3, a_s0, a_s1, a_s2, a_s3, RANK)
+        a = tl.load(a_ptr + a_offs, mask=mask).to(acc_t)
         if OP == 2:
             db = g * a
         else:
@@ -303,10 +294,12 @@ def _unary_kernel(
     INT64: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    ids = _linear_ids(BLOCK, INT64)
+    pid = tl.program_id(0).to(tl.int64) if INT64 else tl.program_id(0)
+    ids = pid * BLOCK + tl.arange(0, BLOCK)
     mask = ids < n
     acc_t = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
-    x = tl.load(x_ptr + _offsets(ids, S1, S2, S3, x_s0, x_s1, x_s2, x_s3, RANK), mask=mask).to(acc_t)
+    x_offs = ids if RANK == 0 else strided_offsets(ids, S1, S2, S3, x_s0, x_s1, x_s2, x_s3, RANK)
+    x = tl.load(x_ptr + x_offs, mask=mask).to(acc_t)
     p = 0.0
     if OP == 6:
         p = tl.load(p_ptr)
@@ -335,11 +328,14 @@ def _unary_bwd_kernel(
     INT64: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
-    ids = _linear_ids(BLOCK, INT64)
+    pid = tl.program_id(0).to(tl.int64) if INT64 else tl.program_id(0)
+    ids = pid * BLOCK + tl.arange(0, BLOCK)
     mask = ids < n
     acc_t = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
-    x = tl.load(x_ptr + _offsets(ids, S1, S2, S3, x_s0, x_s1, x_s2, x_s3, RANK), mask=mask).to(acc_t)
-    g = tl.load(g_ptr + _offsets(ids, S1, S2, S3, g_s0, g_s1, g_s2, g_s3, RANK), mask=mask).to(acc_t)
+    x_offs = ids if RANK == 0 else strided_offsets(ids, S1, S2, S3, x_s0, x_s1, x_s2, x_s3, RANK)
+    x = tl.load(x_ptr + x_offs, mask=mask).to(acc_t)
+    g_offs = ids if RANK == 0 else strided_offsets(ids, S1, S2, S3, g_s0, g_s1, g_s2, g_s3, RANK)
+    g = tl.load(g_ptr + g_offs, mask=mask).to(acc_t)
     p = 0.0
     if OP == 6:
         p = tl.load(p_ptr)

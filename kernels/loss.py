@@ -283,9 +283,10 @@ def _ce_bwd_kernel(
         g = tl.load(g_ptr + row_offsets(rows, R1, R2, R3, os0, os1, os2, os3, FLAT), mask=row_ok, other=0.0)
     else:
         g = tl.load(g_ptr)
-    scale = tl.where(valid, g.to(acc_ty), 0.0)
+    scale = g.to(acc_ty)
     if REDUCE == 2:
         scale = scale / tl.load(total_ptr).to(acc_ty)
+    scale = tl.where(valid, scale, 0.0)  # ignored rows get 0, even when every row is (0 / 0)
     shift = tl.load(stats_ptr + 3 * rows, mask=row_ok, other=0.0)[:, None]
     log_s = tl.load(stats_ptr + 3 * rows + 1, mask=row_ok, other=0.0)[:, None]
     eps = tl.cast(smoothing_num, acc_ty) * (2.0**-53)

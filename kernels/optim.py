@@ -58,16 +58,6 @@ def _sgd_rule(
 
 
 @triton.jit
-def _load_hyper(hyper_ptr, acc_t: tl.constexpr):
-    """(lr, momentum, dampening, weight_decay) from a float64 tensor, in the compute dtype."""
-    lr = tl.load(hyper_ptr).to(acc_t)
-    momentum = tl.load(hyper_ptr + 1).to(acc_t)
-    dampening = tl.load(hyper_ptr + 2).to(acc_t)
-    weight_decay = tl.load(hyper_ptr + 3).to(acc_t)
-    return lr, momentum, dampening, weight_decay
-
-
-@triton.jit
 def _strided_offsets(offs, S1, S2, S3, s0, s1, s2, s3):
     """Memory offsets of the elements at row-major indices ``offs`` of a (S0, S1, S2, S3) view."""
     i3 = offs % S3
@@ -81,7 +71,8 @@ def _strided_offsets(offs, S1, S2, S3, s0, s1, s2, s3):
 
 @triton.jit
 def _sgd_step_kernel(
-    p_ptr, g_ptr, b_ptr,  # parameter, gradient, buffer (any layouts, strides below; b_ptr unread without momentum or on a first step)
+    p_ptr, g_ptr, b_ptr,  # parameter, gradient, buffer: any layouts (strides below); the buffer is read only
+    # with momentum and not on a first step
     new_p_ptr, new_b_ptr,  # outputs, contiguous (new_b_ptr unwritten without momentum)
     hyper_ptr,  # float64 (lr, momentum, dampening, weight_decay)
     n,  # elements
@@ -94,7 +85,7 @@ def _sgd_step_kernel(
     CONTIGUOUS: tl.constexpr,  # every operand contiguous: skip the index arithmetic
     BLOCK: tl.constexpr,
 ):
-    acc_t: tl.constexpr = tl.float64 if p_ptr.dtype.element_ty == tl.float64 else tl.float32
+    acc_t = tl.float64 if p_ptr.dtype.element_ty == tl.float64 else tl.float32
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < n
     if CONTIGUOUS:
@@ -105,12 +96,16 @@ def _sgd_step_kernel(
         p_offs = _strided_offsets(offs, S1, S2, S3, ps0, ps1, ps2, ps3)
         g_offs = _strided_offsets(offs, S1, S2, S3, gs0, gs1, gs2, gs3)
         b_offs = _strided_offsets(offs, S1, S2, S3, bs0, bs1, bs2, bs3)
-    lr, momentum, dampening, weight_decay = _load_hyper(hyper_ptr, acc_t)
+    # the hyperparameters, inline (each nested jit call costs the interpreter a re-patch per program)
+    lr = tl.load(hyper_ptr).to(acc_t)
+    momentum = tl.load(hyper_ptr + 1).to(acc_t)
+    dampening = tl.load(hyper_ptr + 2).to(acc_t)
+    weight_decay = tl.load(hyper_ptr + 3).to(acc_t)
     p = tl.load(p_ptr + p_offs, mask=ok).to(acc_t)
     g = tl.load(g_ptr + g_offs, mask=ok).to(acc_t)
-    buf = tl.zeros_like(p)
+    buf = p  # a placeholder: _sgd_rule reads the buffer only with momentum
     if HAS_MOMENTUM:
-        # (first broadcast to the block first: the interpreter rejects a scalar-and-block mask)
+        # (the flag is broadcast to the block: the interpreter rejects a scalar-and-block mask)
         buf = tl.load(b_ptr + b_offs, mask=ok & (offs * 0 + first == 0), other=0.0).to(acc_t)
     new_p, new_b = _sgd_rule(
         p, g, buf, first != 0, lr, momentum, dampening, weight_decay, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY
@@ -131,29 +126,34 @@ def _sgd_fused_kernel(
     CHUNK: tl.constexpr,  # elements per program
     BLOCK: tl.constexpr,  # elements per iteration within the chunk
 ):
-    elem_t: tl.constexpr = type_ptr.dtype.element_ty
-    acc_t: tl.constexpr = tl.float64 if elem_t == tl.float64 else tl.float32
+    elem_t = type_ptr.dtype.element_ty
+    acc_t = tl.float64 if elem_t == tl.float64 else tl.float32
     pid = tl.program_id(0)
     row = table_ptr + tl.load(chunks_ptr + 2 * pid) * COLUMNS
     start = tl.load(chunks_ptr + 2 * pid + 1)
-    p_ptr = tl.load(row).to(tl.pointer_type(elem_t))
-    g_ptr = tl.load(row + 1).to(tl.pointer_type(elem_t))
-    b_ptr = tl.load(row + 2).to(tl.pointer_type(elem_t))
+    p_ptr = tl.load(row).to(type_ptr.dtype)  # addresses cast to type_ptr's pointer type
+    g_ptr = tl.load(row + 1).to(type_ptr.dtype)
+    b_ptr = tl.load(row + 2).to(type_ptr.dtype)
     n = tl.load(row + 3)
     first = tl.load(row + 4)
-    lr, momentum, dampening, weight_decay = _load_hyper(hyper_ptr, acc_t)
+    # the hyperparameters, inline (each nested jit call costs the interpreter a re-patch per program)
+    lr = tl.load(hyper_ptr).to(acc_t)
+    momentum = tl.load(hyper_ptr + 1).to(acc_t)
+    dampening = tl.load(hyper_ptr + 2).to(acc_t)
+    weight_decay = tl.load(hyper_ptr + 3).to(acc_t)
     for i in tl.static_range(0, CHUNK, BLOCK):
         offs = start + i + tl.arange(0, BLOCK)
         ok = offs < n
         p = tl.load(p_ptr + offs, mask=ok).to(acc_t)
         g = tl.load(g_ptr + offs, mask=ok).to(acc_t)
-        buf = tl.zeros_like(p)
+        buf = p  # a placeholder: _sgd_rule reads the buffer only with momentum
         if HAS_MOMENTUM:
-            # (first broadcast to the block first: the interpreter rejects a scalar-and-block mask)
+            # (the flag is broadcast to the block: the interpreter rejects a scalar-and-block mask)
             buf = tl.load(b_ptr + offs, mask=ok & (offs * 0 + first == 0), other=0.0).to(acc_t)
         new_p, new_b = _sgd_rule(
-            p, g, buf, first != 0, lr, momentum, dampening, weight_decay, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY
-        )
+            p, g, buf, first != 0, lr, momentum, dampening, weight_decay,
+            HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY,
+        )  # fmt: skip
         tl.store(p_ptr + offs, new_p.to(elem_t), mask=ok)
         if HAS_MOMENTUM:
             tl.store(b_ptr + offs, new_b.to(elem_t), mask=ok)
@@ -264,7 +264,8 @@ def _dense_order(t: torch.Tensor) -> tuple[int, ...] | None:
 
 def _same_memory_layout(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Element i of a's memory is element i of b's (same shape, strides on every dim of size > 1)."""
-    return a.shape == b.shape and all(s1 == s2 for n, s1, s2 in zip(a.shape, a.stride(), b.stride(), strict=True) if n > 1)
+    pairs = zip(a.shape, a.stride(), b.stride(), strict=True)
+    return a.shape == b.shape and all(s1 == s2 for n, s1, s2 in pairs if n > 1)
 
 
 def _empty_as(t: torch.Tensor) -> torch.Tensor:
@@ -329,9 +330,8 @@ class SGD(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            hyper = _check_hyper(
-                group["lr"], group["momentum"], group["dampening"], group["weight_decay"], group["nesterov"], group["maximize"]
-            )
+            names = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
+            hyper = _check_hyper(*(group[k] for k in names))
             buckets: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
             for p in group["params"]:
                 if p.grad is None:
@@ -340,7 +340,8 @@ class SGD(torch.optim.Optimizer):
                     raise RuntimeError("kernels.optim.SGD does not support sparse gradients")
                 rt.check_float(p, "parameter")
                 if p.grad.dtype != p.dtype or p.grad.shape != p.shape:
-                    raise ValueError(f"gradient {p.grad.dtype}{tuple(p.grad.shape)} does not match its parameter {p.dtype}{tuple(p.shape)}")
+                    got, want = f"{p.grad.dtype}{tuple(p.grad.shape)}", f"{p.dtype}{tuple(p.shape)}"
+                    raise ValueError(f"gradient {got} does not match its parameter {want}")
                 buckets.setdefault((p.device, p.dtype), []).append(p)
             for (device, _), params in buckets.items():
                 self._update(params, hyper, group, device)

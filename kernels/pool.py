@@ -182,11 +182,15 @@ def _max_pool_bwd_kernel(
 # ---------------------------------------------------------------------------------------------
 
 
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _pair(value, name: str, *, minimum: int) -> tuple[int, int]:
     items = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
     if isinstance(items, Sequence) and len(items) == 1:
         items = (items[0], items[0])
-    if not isinstance(items, Sequence) or len(items) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in items):
+    if not isinstance(items, Sequence) or len(items) != 2 or not all(_is_int(v) for v in items):
         raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
     if any(v < minimum for v in items):
         raise ValueError(f"{name} must be {'positive' if minimum == 1 else 'non-negative'}, got {value!r}")
@@ -238,7 +242,7 @@ class _Geometry:
     def __init__(self, x: torch.Tensor, kernel_size, stride, padding, dilation, ceil_mode):
         rt.check_float(x, "input")
         if x.dim() != 4:
-            raise ValueError(f"max_pool2d expects a 4-D input (N, C, H, W) (or 3-D unbatched), got shape {tuple(x.shape)}")
+            raise ValueError(f"max_pool2d expects a 4-D (N, C, H, W) or 3-D input, got shape {tuple(x.shape)}")
         self.kernel = _pair(kernel_size, "kernel_size", minimum=1)
         self.stride = self.kernel if stride is None or (isinstance(stride, Sequence) and len(stride) == 0) else _pair(
             stride, "stride", minimum=1
@@ -251,15 +255,15 @@ class _Geometry:
             raise ValueError(f"padding {self.padding} must be at most half the kernel size {self.kernel}")
         n, c, h, w = x.shape
         if c == 0 or h == 0 or w == 0:
-            raise ValueError(f"max_pool2d needs non-empty channel and spatial dims, got input of shape {tuple(x.shape)}")
+            raise ValueError(f"max_pool2d needs non-empty channel and spatial dims, got input {tuple(x.shape)}")
         self.out = tuple(
             max_pool2d_output_size(size, k, s, p, d, ceil_mode)
             for size, k, s, p, d in zip((h, w), self.kernel, self.stride, self.padding, self.dilation, strict=True)
         )
         if min(self.out) < 1:
             raise ValueError(
-                f"input of shape {tuple(x.shape)} is too small for kernel {self.kernel} with padding {self.padding} and "
-                f"dilation {self.dilation}: the output would be {self.out[0]}x{self.out[1]}"
+                f"input of shape {tuple(x.shape)} is too small for kernel {self.kernel} with padding "
+                f"{self.padding} and dilation {self.dilation}: the output would be {self.out[0]}x{self.out[1]}"
             )
         self.n, self.c, self.h, self.w = n, c, h, w
         self.channels_last = _is_channels_last(x)
@@ -345,6 +349,7 @@ def max_pool2d(
     a 3-D input is one unbatched image). Returns the output, and with ``return_indices`` also the
     int64 flat index ``h * W + w`` of each window's winner within its plane."""
     if isinstance(input, torch.Tensor) and input.dim() == 3:
-        out = MaxPool2dFunction.apply(input.unsqueeze(0), kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+        batched = input.unsqueeze(0)
+        out = MaxPool2dFunction.apply(batched, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
         return (out[0].squeeze(0), out[1].squeeze(0)) if return_indices else out.squeeze(0)
     return MaxPool2dFunction.apply(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)

@@ -184,7 +184,86 @@ def _softmax_fwd_kernel(
 
 @triton.jit
 def _softmax_bwd_kernel(
-    y_ptr,  # saved forward output (softmax or log_softmax), contiguous
+    x_ptr,  # saved forward input, any layout
+    g_ptr,  # grad_output, any layout (stride 0 where expanded)
+    dx_ptr,  # grad_input, contiguous
+    n_rows, L,
+    R1, R2, R3,
+    xs0, xs1, xs2, xs3, xsl,  # input strides
+    gs0, gs1, gs2, gs3, gsl,  # grad_output strides
+    ds0, ds1, ds2, ds3, dsl,  # grad_input strides
+    FLAT: tl.constexpr, SINGLE: tl.constexpr,
+    BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
+):
+    # dx = y (g - sum(g y)), y = e / s, e = exp(x - max). Where y is close to 1 the bracket is a
+    # difference of nearly equal numbers, and a y rounded to the dtype would lose it. Recomputing e
+    # from x and splitting the row into its max entries (e = 1, c of them, their g summing to G)
+    # and the rest (sum r of e, sum T of g e) gives the exact identity
+    # g_i - sum(g y) = (c g_i - G + g_i r - T) / s with s = c + r, free of that cancellation.
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    row_ok = rows < n_rows
+    x_row = row_offsets(rows, R1, R2, R3, xs0, xs1, xs2, xs3, FLAT)[:, None]
+    g_row = row_offsets(rows, R1, R2, R3, gs0, gs1, gs2, gs3, FLAT)[:, None]
+    d_row = row_offsets(rows, R1, R2, R3, ds0, ds1, ds2, ds3, FLAT)[:, None]
+    cols = tl.arange(0, BLOCK_L)[None, :]
+    acc_ty = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
+    if SINGLE:
+        mask = row_ok[:, None] & (cols < L)
+        x = tl.load(x_ptr + x_row + cols * xsl, mask=mask, other=-float("inf")).to(acc_ty)
+        g = tl.load(g_ptr + g_row + cols * gsl, mask=mask, other=0.0).to(acc_ty)
+        m = tl.max(x, axis=1)
+        shift = tl.where(m == -float("inf"), 0.0, m)  # a row of -inf: s = 0, NaN as in torch
+        e = tl.exp(x - shift[:, None])
+        top = mask & (x == m[:, None])
+        c = tl.sum(tl.where(top, e, 0.0), axis=1)
+        big_g = tl.sum(tl.where(top, g, 0.0), axis=1)
+        r = tl.sum(tl.where(top, 0.0, e), axis=1)
+        t = tl.sum(tl.where(top, 0.0, g * e), axis=1)
+        s = (c + r)[:, None]
+        bracket = (c[:, None] * g - big_g[:, None]) + g * r[:, None] - t[:, None]
+        tl.store(dx_ptr + d_row + cols * dsl, ((e / s) * (bracket / s)).to(dx_ptr.dtype.element_ty), mask=mask)
+    else:
+        # pass 1, online: when the max grows, the old max entries join the rest at exp(m - m_new)
+        m = tl.full((BLOCK_R,), -float("inf"), acc_ty)
+        c = tl.zeros((BLOCK_R,), acc_ty)
+        big_g = tl.zeros((BLOCK_R,), acc_ty)
+        r = tl.zeros((BLOCK_R,), acc_ty)
+        t = tl.zeros((BLOCK_R,), acc_ty)
+        for start in range(0, L, BLOCK_L):
+            mask = row_ok[:, None] & (cols + start < L)
+            x = tl.load(x_ptr + x_row + (cols + start) * xsl, mask=mask, other=-float("inf")).to(acc_ty)
+            g = tl.load(g_ptr + g_row + (cols + start) * gsl, mask=mask, other=0.0).to(acc_ty)
+            m_new = tl.maximum(m, tl.max(x, axis=1))
+            shift = tl.where(m_new == -float("inf"), 0.0, m_new)
+            alpha = tl.exp(m - shift)
+            grew = m_new > m
+            r = r * alpha + tl.where(grew, c * alpha, 0.0)
+            t = t * alpha + tl.where(grew, big_g * alpha, 0.0)
+            c = tl.where(grew, 0.0, c)
+            big_g = tl.where(grew, 0.0, big_g)
+            e = tl.exp(x - shift[:, None])
+            top = mask & (x == m_new[:, None])
+            c += tl.sum(tl.where(top, e, 0.0), axis=1)
+            big_g += tl.sum(tl.where(top, g, 0.0), axis=1)
+            r += tl.sum(tl.where(top, 0.0, e), axis=1)
+            t += tl.sum(tl.where(top, 0.0, g * e), axis=1)
+            m = m_new
+        shift = tl.where(m == -float("inf"), 0.0, m)[:, None]
+        s = (c + r)[:, None]
+        # pass 2
+        for start in range(0, L, BLOCK_L):
+            mask = row_ok[:, None] & (cols + start < L)
+            x = tl.load(x_ptr + x_row + (cols + start) * xsl, mask=mask, other=-float("inf")).to(acc_ty)
+            g = tl.load(g_ptr + g_row + (cols + start) * gsl, mask=mask, other=0.0).to(acc_ty)
+            e = tl.exp(x - shift)
+            bracket = (c[:, None] * g - big_g[:, None]) + g * r[:, None] - t[:, None]
+            dx = (e / s) * (bracket / s)
+            tl.store(dx_ptr + d_row + (cols + start) * dsl, dx.to(dx_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _log_softmax_bwd_kernel(
+    y_ptr,  # saved forward output (log_softmax), contiguous
     g_ptr,  # grad_output, any layout (stride 0 where expanded)
     dx_ptr,  # grad_input, contiguous
     n_rows, L,
@@ -192,10 +271,10 @@ def _softmax_bwd_kernel(
     ys0, ys1, ys2, ys3, ysl,  # saved output strides
     gs0, gs1, gs2, gs3, gsl,  # grad_output strides
     ds0, ds1, ds2, ds3, dsl,  # grad_input strides
-    LOG: tl.constexpr, FLAT: tl.constexpr, SINGLE: tl.constexpr,
+    FLAT: tl.constexpr, SINGLE: tl.constexpr,
     BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
-    # softmax: dx = y * (g - sum(g * y)); log_softmax: dx = g - exp(y) * sum(g)
+    # dx = g - exp(y) sum(g)
     rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < n_rows
     y_row = row_offsets(rows, R1, R2, R3, ys0, ys1, ys2, ys3, FLAT)[:, None]
@@ -207,30 +286,19 @@ def _softmax_bwd_kernel(
         mask = row_ok[:, None] & (cols < L)
         y = tl.load(y_ptr + y_row + cols * ysl, mask=mask, other=0.0).to(acc_ty)
         g = tl.load(g_ptr + g_row + cols * gsl, mask=mask, other=0.0).to(acc_ty)
-        if LOG:
-            dx = g - tl.exp(y) * tl.sum(g, axis=1)[:, None]
-        else:
-            dx = y * (g - tl.sum(g * y, axis=1)[:, None])
+        dx = g - tl.exp(y) * tl.sum(g, axis=1)[:, None]
         tl.store(dx_ptr + d_row + cols * dsl, dx.to(dx_ptr.dtype.element_ty), mask=mask)
     else:
         total = tl.zeros((BLOCK_R,), acc_ty)
         for start in range(0, L, BLOCK_L):
             mask = row_ok[:, None] & (cols + start < L)
-            g = tl.load(g_ptr + g_row + (cols + start) * gsl, mask=mask, other=0.0).to(acc_ty)
-            if LOG:
-                total += tl.sum(g, axis=1)
-            else:
-                y = tl.load(y_ptr + y_row + (cols + start) * ysl, mask=mask, other=0.0).to(acc_ty)
-                total += tl.sum(g * y, axis=1)
+            total += tl.sum(tl.load(g_ptr + g_row + (cols + start) * gsl, mask=mask, other=0.0).to(acc_ty), axis=1)
         total = total[:, None]
         for start in range(0, L, BLOCK_L):
             mask = row_ok[:, None] & (cols + start < L)
             y = tl.load(y_ptr + y_row + (cols + start) * ysl, mask=mask, other=0.0).to(acc_ty)
             g = tl.load(g_ptr + g_row + (cols + start) * gsl, mask=mask, other=0.0).to(acc_ty)
-            if LOG:
-                dx = g - tl.exp(y) * total
-            else:
-                dx = y * (g - total)
+            dx = g - tl.exp(y) * total
             tl.store(dx_ptr + d_row + (cols + start) * dsl, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
@@ -245,7 +313,7 @@ def _along(x: torch.Tensor, dim: int) -> tuple[list[int], tuple[int, ...]]:
     return dims, tuple(x.shape[d] for d in dims)
 
 
-def _launch(kernel, dim: int, tensors: Sequence[torch.Tensor], log: bool) -> None:
+def _launch(kernel, dim: int, tensors: Sequence[torch.Tensor], **flags: bool) -> None:
     """Run a row kernel over ``tensors`` (all of one shape, reduced along ``dim``); the first one
     decides the tile orientation."""
     dims, row_shape = _along(tensors[0], dim)
@@ -263,7 +331,7 @@ def _launch(kernel, dim: int, tensors: Sequence[torch.Tensor], log: bool) -> Non
         length,
         *layout.sizes,
         *strides,
-        LOG=log,
+        **flags,
         FLAT=layout.flat,
         SINGLE=blocks.single,
         BLOCK_R=blocks.rows,
@@ -280,34 +348,40 @@ def _forward(x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
     dim = rt.canonical_dim(dim, x.dim())
     y = rt.empty_like(x)
     if y.numel():
-        _launch(_softmax_fwd_kernel, dim, (x, y), log)
+        _launch(_softmax_fwd_kernel, dim, (x, y), LOG=log)
     return y
 
 
-def _backward(y: torch.Tensor, g: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
-    dx = rt.empty_like(y)
+def _backward(saved: torch.Tensor, g: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
+    """grad_input from the saved input (softmax) or output (log_softmax) and grad_output."""
+    if saved.dim() == 0:
+        return _backward(saved.reshape(1), g.reshape(1), 0, log).reshape(())
+    dim = rt.canonical_dim(dim, saved.dim())
+    dx = rt.empty_like(saved)
     if dx.numel():
-        _launch(_softmax_bwd_kernel, dim, (y, g, dx), log)
+        _launch(_log_softmax_bwd_kernel if log else _softmax_bwd_kernel, dim, (saved, g, dx))
     return dx
 
 
 class SoftmaxFunction(torch.autograd.Function):
+    """Saves the input: the backward recomputes exp(x - max) from it (see _softmax_bwd_kernel)."""
+
     @staticmethod
     def forward(ctx, x: torch.Tensor, dim: int) -> torch.Tensor:
         y = _forward(x, dim, log=False)
-        ctx.save_for_backward(y)
+        ctx.save_for_backward(x)
         ctx.dim = dim
         return y
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        (y,) = ctx.saved_tensors
-        if y.dim() == 0:
-            return _backward(y.reshape(1), g.reshape(1), 0, log=False).reshape(()), None
-        return _backward(y, g, rt.canonical_dim(ctx.dim, y.dim()), log=False), None
+        (x,) = ctx.saved_tensors
+        return _backward(x, g, ctx.dim, log=False), None
 
 
 class LogSoftmaxFunction(torch.autograd.Function):
+    """Saves the output: dx = g - exp(y) sum(g) has no cancellation to guard against."""
+
     @staticmethod
     def forward(ctx, x: torch.Tensor, dim: int) -> torch.Tensor:
         y = _forward(x, dim, log=True)
@@ -318,9 +392,7 @@ class LogSoftmaxFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         (y,) = ctx.saved_tensors
-        if y.dim() == 0:
-            return _backward(y.reshape(1), g.reshape(1), 0, log=True).reshape(()), None
-        return _backward(y, g, rt.canonical_dim(ctx.dim, y.dim()), log=True), None
+        return _backward(y, g, ctx.dim, log=True), None
 
 
 def _cast(x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:

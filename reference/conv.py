@@ -28,7 +28,7 @@ def _pads(padding, kernel, stride, dilation) -> tuple[int, int, int, int]:
 def _setup(x, w, stride, padding, dilation, groups):
     """Grouped views and the geometry: x (N, G, Cg, Hp, Wp) padded, w (G, OCg, Cg, KH, KW)."""
     s, d = _pair(stride), _pair(dilation)
-    n, c, h, wd = x.shape
+    n, _, h, wd = x.shape
     oc, cg, kh, kw = w.shape
     pt, pb, pl, pr = _pads(padding, (kh, kw), s, d)
     xp = np.pad(x, ((0, 0), (0, 0), (pt, pb), (pl, pr)))
@@ -44,7 +44,7 @@ def _window(s, d, i, j, oh, ow) -> tuple[slice, slice]:
     return slice(i * d[0], i * d[0] + s[0] * (oh - 1) + 1, s[0]), slice(j * d[1], j * d[1] + s[1] * (ow - 1) + 1, s[1])
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride=1, padding=0, dilation=1, groups=1) -> np.ndarray:
+def conv2d(x: np.ndarray, w: np.ndarray, b: np.ndarray | None = None, stride=1, padding=0, dilation=1, groups=1):
     """Cross-correlation, torch.nn.functional.conv2d's convention: y = sum over (c, i, j) of x * w, plus b."""
     unbatched = x.ndim == 3
     if unbatched:

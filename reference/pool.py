@@ -38,7 +38,8 @@ def pool_windows(x: np.ndarray, kernel_size, stride=None, padding=0, dilation=1,
     pos = np.clip(r, 0, h - 1) * w + np.clip(q, 0, w - 1)
     vals = x.reshape(n, c, h * w)[:, :, pos]  # (N, C, OH, OW, KH, KW)
     flat = (oh, ow, k[0] * k[1])
-    return vals.reshape(n, c, *flat), np.broadcast_to(valid.reshape(flat), (n, c, *flat)), (r * w + q).reshape(flat), rows, cols
+    valid = np.broadcast_to(valid.reshape(flat), (n, c, *flat))
+    return vals.reshape(n, c, *flat), valid, (r * w + q).reshape(flat), rows, cols
 
 
 def _winners(x, kernel_size, stride, padding, dilation, ceil_mode):

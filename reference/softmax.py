@@ -25,12 +25,26 @@ def softmax(x: np.ndarray, dim: int) -> np.ndarray:
 
 
 def softmax_vjp(x: np.ndarray, dim: int, g: np.ndarray) -> tuple[np.ndarray, None]:
-    """y * (g - sum(g * y))."""
-    y = softmax(x, dim)
-    if y.ndim == 0:
+    """y * (g - sum(g * y)), with the bracket evaluated without cancellation: split each row into
+    its max entries (e = 1, c of them, g summing to G) and the rest (sum r of e, sum T of g e);
+    then g_i - sum(g y) = (c g_i - G + g_i r - T) / s, s = c + r (an exact identity). The plain
+    form loses the bracket to rounding where y is close to 1 (and is not 0 where it should be)."""
+    x = np.asarray(x, dtype=np.float64)
+    g = np.asarray(g, dtype=np.float64)
+    if x.ndim == 0:
         return np.zeros(()) * g, None  # one element: the output is constant 1
-    with np.errstate(invalid="ignore"):
-        return y * (g - np.sum(g * y, axis=dim, keepdims=True)), None
+    if x.size == 0:
+        return np.zeros(x.shape), None
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = np.max(x, axis=dim, keepdims=True)
+        e = np.exp(x - np.where(m == -np.inf, 0.0, m))
+        top = x == m
+        c = np.sum(np.where(top, e, 0.0), axis=dim, keepdims=True)
+        big_g = np.sum(np.where(top, g, 0.0), axis=dim, keepdims=True)
+        r = np.sum(np.where(top, 0.0, e), axis=dim, keepdims=True)
+        t = np.sum(np.where(top, 0.0, g * e), axis=dim, keepdims=True)
+        s = c + r
+        return (e / s) * ((c * g - big_g) + g * r - t) / s, None
 
 
 def log_softmax(x: np.ndarray, dim: int) -> np.ndarray:

@@ -48,7 +48,7 @@ def _ce_inputs(draw, dtype: torch.dtype):
     scale = draw(st.sampled_from((1.0, 1.0, 1.0, 300.0)))
     x = draw(gs.tensors(shape, elements=st.sampled_from(("logits", "normal")), scale=scale))
     target_shape = shape[:1] + shape[2:]
-    ignore_index = draw(st.sampled_from((-100, -100, -100, 0)))
+    ignore_index = draw(st.sampled_from((-100, -100, -1, c)))  # outside the classes (tests cover inside)
     target = draw(gs.class_targets(target_shape, c, ignore_index=ignore_index, p_ignore=0.2))
     weight = draw(st.one_of(st.none(), gs.tensors((c,), elements="positive", expand=False)))
     reduction = draw(_REDUCTIONS)

@@ -23,7 +23,9 @@ def _impl(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, max
 
 
 def _reference(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
-    new_p, new_b = reference.optim.sgd_step(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step)
+    new_p, new_b = reference.optim.sgd_step(
+        param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step
+    )
     return new_p if new_b is None else (new_p, new_b)
 
 

@@ -90,10 +90,10 @@ def _tanh_slope(x: torch.Tensor) -> torch.Tensor:
     return torch.cosh(x).square().reciprocal()
 
 
-def _named(fn: Function, name: str) -> Callable:
-    apply = fn.apply
-    fn.__name__ = fn.__qualname__ = name
-    return apply
+def _named(function: type[Function], name: str) -> Callable:
+    """``function.apply``, with the op's name on the class (it shows in autograd's error messages)."""
+    function.__name__ = function.__qualname__ = name
+    return function.apply
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,7 +102,9 @@ def _named(fn: Function, name: str) -> Callable:
 
 
 def _np_sigmoid(x: np.ndarray) -> np.ndarray:
-    return 0.5 * (1.0 + np.tanh(0.5 * x))  # no overflow for large |x|
+    """1 / (1 + exp(-x)), accurate in relative terms for both signs and without overflow."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
 def silu_ref(x):
@@ -242,26 +244,40 @@ def _np_log_softmax(x: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def cross_entropy_mean_ref(logits, targets):
+def _np_cross_entropy_rows(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """log(sum_j exp(x_j - x_t)) as log1p(sum_{j != t} exp(x_j - m) + expm1(x_t - m)) - (x_t - m): both
+    parts are non-negative, so a loss near 0 keeps its relative accuracy (lse - x_t would cancel)."""
     rows = np.arange(logits.shape[0])
-    return np.asarray(-_np_log_softmax(logits)[rows, targets].mean())
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    picked = shifted[rows, targets]
+    others = np.exp(shifted)
+    others[rows, targets] = 0.0
+    return np.log1p(others.sum(axis=1) + np.expm1(picked)) - picked
+
+
+def cross_entropy_mean_ref(logits, targets):
+    return np.asarray(_np_cross_entropy_rows(logits, targets).mean())
+
+
+def _np_cross_entropy_grad(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """softmax - onehot, the target's entry as minus the sum of the others (p_t - 1 would cancel where p_t ~ 1)."""
+    rows = np.arange(logits.shape[0])
+    grad = np.exp(_np_log_softmax(logits))
+    grad[rows, targets] = 0.0
+    grad[rows, targets] = -grad.sum(axis=1)
+    return grad
 
 
 def cross_entropy_mean_vjp(logits, targets, g):
-    n = logits.shape[0]
-    grad = np.exp(_np_log_softmax(logits))
-    grad[np.arange(n), targets] -= 1.0
-    return grad * (g / n), None
+    return _np_cross_entropy_grad(logits, targets) * (g / logits.shape[0]), None
 
 
 def cross_entropy_rows_ref(logits, targets):
-    return -_np_log_softmax(logits)[np.arange(logits.shape[0]), targets]
+    return _np_cross_entropy_rows(logits, targets)
 
 
 def cross_entropy_rows_vjp(logits, targets, g):
-    grad = np.exp(_np_log_softmax(logits))
-    grad[np.arange(logits.shape[0]), targets] -= 1.0
-    return grad * g[:, None], None
+    return _np_cross_entropy_grad(logits, targets) * g[:, None], None
 
 
 def cross_entropy_depth(logits, targets) -> int:
@@ -470,15 +486,22 @@ def make_softmax_bwd_missing_term(bug: bool) -> Callable:
 
 
 def _cross_entropy_rows(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per-row loss logsumexp(x) - x[target] for (R, C) logits and (R,) targets."""
-    return torch.logsumexp(logits, dim=1) - logits.gather(1, targets.unsqueeze(1)).squeeze(1)
+    """Per-row loss for (R, C) logits and (R,) targets, accurate where it is near 0 (a confident right
+    answer): log1p(sum_{j != t} exp(x_j - m) + expm1(x_t - m)) - (x_t - m), two non-negative parts."""
+    shifted = logits - logits.amax(dim=1, keepdim=True)
+    picked = shifted.gather(1, targets.unsqueeze(1))
+    is_target = torch.zeros_like(shifted, dtype=torch.bool).scatter_(1, targets.unsqueeze(1), True)
+    others = torch.exp(shifted).masked_fill(is_target, 0).sum(dim=1, keepdim=True)
+    return (torch.log1p(others + torch.expm1(picked)) - picked).squeeze(1)
 
 
 def _cross_entropy_grad(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """d loss_r / d logits[r]: softmax minus the one-hot target."""
-    grad = torch.softmax(logits, dim=1)
-    grad[torch.arange(logits.shape[0], device=logits.device), targets] -= 1
-    return grad
+    """d loss_r / d logits[r]: softmax minus the one-hot target, the target's entry summed from the
+    other classes (p_t - 1 would cancel where p_t rounds to 1)."""
+    probs = torch.softmax(logits, dim=1)
+    is_target = torch.zeros_like(probs, dtype=torch.bool).scatter_(1, targets.unsqueeze(1), True)
+    others = probs.masked_fill(is_target, 0)
+    return torch.where(is_target, -others.sum(dim=1, keepdim=True), others)
 
 
 def make_cross_entropy_missing_mean(bug: bool) -> Callable:

@@ -16,25 +16,24 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 #: Largest relative difference from torch.optim.SGD after STEPS steps: torch rounds after every
 #: operation and we once per element, a difference the training steps then carry along.
 RTOL = {torch.float64: 1e-12, torch.float32: 1e-5}
-STEPS = 12
+STEPS = 10
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_sgd_step_verified(dtype):
-    gradcheck.verify_op("sgd", dtypes=[dtype], max_examples=20)
+    gradcheck.verify_op("sgd", dtypes=[dtype], max_examples=15)
 
 
 def _model(dtype: torch.dtype) -> torch.nn.Module:
     torch.manual_seed(0)
-    return torch.nn.Sequential(
-        torch.nn.Conv2d(2, 3, 3), torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(12, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2)
-    ).to(dtype)
+    layers = (torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+    return torch.nn.Sequential(*layers).to(dtype)
 
 
 def _train(model, optimizer, dtype, steps=STEPS, seed=1):
     gen = torch.Generator().manual_seed(seed)
     for _ in range(steps):
-        x = torch.randn(5, 2, 4, 4, generator=gen, dtype=torch.float64).to(dtype)
+        x = torch.randn(5, 6, generator=gen, dtype=torch.float64).to(dtype)
         optimizer.zero_grad()
         model(x).sin().sum().backward()  # bounded gradients: maximize does not diverge
         optimizer.step()
@@ -65,20 +64,20 @@ def test_matches_torch_sgd_over_many_steps(options, dtype):
 def test_param_groups_and_missing_grads():
     """Groups with their own hyperparameters; a parameter without a gradient is left alone."""
     ours, theirs = _model(torch.float64), _model(torch.float64)
-    frozen = [ours[3].bias, theirs[3].bias]
+    frozen = [ours[2].bias, theirs[2].bias]
     for f in frozen:
         f.requires_grad_(False)
 
     def groups(m):
         return [
             {"params": [m[0].weight, m[0].bias]},
-            {"params": [m[3].weight, m[3].bias, m[5].weight, m[5].bias], "lr": 0.01, "momentum": 0.5, "nesterov": True},
+            {"params": [m[2].weight, m[2].bias, m[4].weight, m[4].bias], "lr": 0.01, "momentum": 0.5, "nesterov": True},
         ]
 
     _train(ours, SGD(groups(ours), lr=0.1, momentum=0.9, weight_decay=0.01), torch.float64)
     _train(theirs, torch.optim.SGD(groups(theirs), lr=0.1, momentum=0.9, weight_decay=0.01), torch.float64)
     _assert_close(ours, theirs, torch.float64)
-    assert torch.equal(frozen[0], _model(torch.float64)[3].bias)
+    assert torch.equal(frozen[0], _model(torch.float64)[2].bias)
 
 
 def test_state_dict_round_trip():
@@ -92,7 +91,8 @@ def test_state_dict_round_trip():
     assert saved_ours["param_groups"] == saved_theirs["param_groups"]
     assert saved_ours["state"].keys() == saved_theirs["state"].keys()
     for k, state in saved_theirs["state"].items():
-        torch.testing.assert_close(saved_ours["state"][k]["momentum_buffer"], state["momentum_buffer"], rtol=1e-12, atol=0)
+        mine = saved_ours["state"][k]["momentum_buffer"]
+        torch.testing.assert_close(mine, state["momentum_buffer"], rtol=1e-12, atol=0)
     # swap: each optimizer continues from the other's state on a copy of the other's model
     ours_next, theirs_next = copy.deepcopy(theirs), copy.deepcopy(ours)
     opt_a = SGD(ours_next.parameters(), lr=1.0)
@@ -137,7 +137,7 @@ def test_half_precision_parameters(dtype):
     reference = _model(torch.float32)
     reference.load_state_dict({k: v.float() for k, v in ours.state_dict().items()})
     opt = SGD(ours.parameters(), lr=0.05, momentum=0.9)
-    x = torch.randn(5, 2, 4, 4)
+    x = torch.randn(5, 6)
     opt.zero_grad()
     ours(x.to(dtype)).sum().backward()
     grads = [p.grad.float() for p in ours.parameters()]
@@ -158,9 +158,9 @@ def test_one_launch_per_group_and_dtype(monkeypatch):
 
     monkeypatch.setattr(kernels.optim, "_sgd_fused_kernel", Counting())
     model = _model(torch.float32)
-    model[5].double()
+    model[4].double()
     opt = SGD(model.parameters(), lr=0.1, momentum=0.9)
-    model[5](model[4](model[3](model[2](model[1](model[0](torch.randn(2, 2, 4, 4))))).double())).sum().backward()
+    model[4](model[:4](torch.randn(2, 6)).double()).sum().backward()
     opt.step()
     assert len(launches) == 2  # fp32 and fp64 parameters
 

@@ -72,14 +72,21 @@ def test_nan_and_inf_follow_torch(pool):
 
 def test_all_nan_and_all_minus_inf_windows():
     x = torch.tensor([[[[NAN, NAN, -INF, -INF], [NAN, 1.0, -INF, -INF]]]])
-    y, dx = _compare_with_torch(x, 2)
+    y, _ = _compare_with_torch(x, 2)
     assert math.isnan(y[0, 0, 0, 0]) and y[0, 0, 0, 1] == -INF
 
 
 def test_windows_of_padding_only():
-    """Kernel 2, dilation 2, padding 1 on a 1-wide input: a window can miss the input entirely
-    (torch gives -inf and an index outside the plane, and drops its gradient)."""
-    _compare_with_torch(torch.randn(1, 2, 3, 1), 2, 1, 1, 2)
+    """Kernel 2, dilation 2, padding 1 on a 1-wide input: a window can miss the input entirely.
+    Its value is -inf and its index torch's (first row and column at or past 0, here outside the
+    input), as torch; its gradient is 0 (the output does not depend on the input), where torch
+    scatters it to that flat index, which on a 1-wide plane aliases a real element of a later row."""
+    x = torch.randn(1, 2, 3, 1, requires_grad=True)
+    y, idx = max_pool2d(x, 2, 1, 1, 2, return_indices=True)
+    y_ref, idx_ref = F.max_pool2d(x, 2, 1, 1, 2, return_indices=True)
+    assert torch.equal(y, y_ref) and bool((y == -INF).all()) and torch.equal(idx, idx_ref)
+    (dx,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    assert bool((dx == 0).all())
 
 
 @pytest.mark.parametrize("layout", ["channels_last", "transposed_hw", "sliced"])

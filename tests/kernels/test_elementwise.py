@@ -1,0 +1,187 @@
+"""add ... pow: property tests through the engine, plus the edge cases it does not draw."""
+
+import math
+
+import pytest
+import torch
+
+from gradcheck.testing import op_tests
+from kernels import _runtime as rt
+from kernels import elementwise as ew
+
+test_add = op_tests("add")
+test_sub = op_tests("sub")
+test_mul = op_tests("mul")
+test_div = op_tests("div")
+test_neg = op_tests("neg")
+test_exp = op_tests("exp")
+test_log = op_tests("log")
+test_sqrt = op_tests("sqrt")
+test_sigmoid = op_tests("sigmoid")
+test_tanh = op_tests("tanh")
+test_pow = op_tests("pow")
+
+DEV = rt.device()
+INF, NAN = math.inf, math.nan
+SPECIAL = [0.0, -0.0, 1.0, -1.0, 0.5, INF, -INF, NAN, 1e-30, 100.0, -100.0]
+
+UNARY = {
+    "neg": (ew.neg, torch.neg),
+    "exp": (ew.exp, torch.exp),
+    "log": (ew.log, torch.log),
+    "sqrt": (ew.sqrt, torch.sqrt),
+    "sigmoid": (ew.sigmoid, torch.sigmoid),
+    "tanh": (ew.tanh, torch.tanh),
+}
+BINARY = {
+    "add": (ew.add, torch.add),
+    "sub": (ew.sub, torch.sub),
+    "mul": (ew.mul, torch.mul),
+    "div": (ew.div, torch.div),
+}
+
+
+def _close(actual: torch.Tensor, expected: torch.Tensor) -> None:
+    assert actual.shape == expected.shape and actual.dtype == expected.dtype
+    torch.testing.assert_close(actual, expected, equal_nan=True, rtol=4e-6 if actual.dtype != torch.float64 else 1e-14,
+                               atol=1e-30)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("name", list(UNARY))
+def test_unary_nan_inf_and_zero_match_torch(name, dtype):
+    """log(0) = -inf, log(-1) = NaN, sqrt(-1) = NaN, exp(+-inf), sigmoid/tanh saturating, NaN in NaN out."""
+    ours, theirs = UNARY[name]
+    x = torch.tensor(SPECIAL, dtype=dtype, device=DEV)
+    _close(ours(x), theirs(x))
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0, 2.0, 3.0, 0.5, -1.0, 2.5, -2.0, 1.0 / 3.0])
+def test_pow_special_values_match_torch(p):
+    """Negative base with a non-integer power is NaN; 0 ** negative is inf; x ** 0 = 1 even for NaN."""
+    x = torch.tensor(SPECIAL, dtype=torch.float64, device=DEV)
+    _close(ew.pow(x, p), torch.pow(x, p))
+
+
+@pytest.mark.parametrize("name", list(BINARY))
+def test_binary_nan_inf_match_torch(name):
+    ours, theirs = BINARY[name]
+    a = torch.tensor(SPECIAL, device=DEV)[:, None]
+    b = torch.tensor(SPECIAL, device=DEV)[None, :]
+    _close(ours(a, b), theirs(a, b))
+
+
+def _layouts(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The same values at other strides: transposed, sliced with an offset, channels_last."""
+    out = {"contiguous": x, "transposed": x.transpose(0, -1).contiguous().transpose(0, -1)}
+    padded = torch.full((*x.shape[:-1], 2 * x.shape[-1] + 1), NAN, dtype=x.dtype, device=x.device)
+    padded[..., 1::2] = x
+    out["sliced"] = padded[..., 1::2]
+    if x.dim() == 4:
+        out["channels_last"] = x.contiguous(memory_format=torch.channels_last)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64], ids=str)
+@pytest.mark.parametrize("name", list(BINARY))
+def test_binary_layouts_and_broadcast_backward_match_torch(name, dtype):
+    """Forward and both gradients against torch for every pair of layouts, one operand broadcast
+    along two dims (its gradient sums over them) and one expanded with stride 0."""
+    ours, theirs = BINARY[name]
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(3, 4, 5, 6, generator=gen, dtype=torch.float64).to(dtype).to(DEV)
+    b = (torch.rand(4, 1, 6, generator=gen, dtype=torch.float64) + 0.5).to(dtype).to(DEV)
+    g = torch.randn(3, 4, 5, 6, generator=gen, dtype=torch.float64).to(dtype).to(DEV)
+    expanded = b[:, :, :1].expand(4, 1, 6)  # stride 0 along the last dim
+    tol = {torch.float16: 2e-3, torch.bfloat16: 2e-2}.get(dtype, 1e-5)
+    for la in _layouts(a).values():
+        for lb in [*_layouts(b).values(), expanded]:
+            for lg in (g, g.transpose(1, 2).contiguous().transpose(1, 2), g[:1].expand_as(g)):
+                xa, xb = la.detach().requires_grad_(), lb.detach().requires_grad_()
+                ta, tb = la.detach().requires_grad_(), lb.detach().requires_grad_()
+                out, ref = ours(xa, xb), theirs(ta, tb)
+                torch.testing.assert_close(out, ref, rtol=tol, atol=tol)
+                da, db = torch.autograd.grad(out, (xa, xb), lg)
+                ra, rb = torch.autograd.grad(ref, (ta, tb), lg)
+                torch.testing.assert_close(da, ra, rtol=tol, atol=tol)
+                torch.testing.assert_close(db, rb, rtol=tol * 10, atol=tol * 10)  # summed over 15 terms
+
+
+@pytest.mark.parametrize("name", [*UNARY, "pow"])
+def test_unary_layouts_match_torch(name):
+    ours, theirs = UNARY.get(name, (lambda x: ew.pow(x, 2.5), lambda x: torch.pow(x, 2.5)))
+    gen = torch.Generator().manual_seed(1)
+    x = (torch.rand(2, 3, 4, 5, generator=gen, dtype=torch.float64) + 0.1).to(DEV)
+    g = torch.randn(2, 3, 4, 5, generator=gen, dtype=torch.float64).to(DEV)
+    for lx in _layouts(x).values():
+        xr, xt = lx.detach().requires_grad_(), lx.detach().requires_grad_()
+        out, ref = ours(xr), theirs(xt)
+        torch.testing.assert_close(out, ref, rtol=1e-14, atol=0)
+        gt = g.transpose(-1, -2).contiguous().transpose(-1, -2)  # grad_output in another layout
+        torch.testing.assert_close(torch.autograd.grad(out, xr, gt)[0], torch.autograd.grad(ref, xt, gt)[0],
+                                   rtol=1e-14, atol=1e-300)
+
+
+def test_empty_and_zero_dim():
+    e = torch.empty(0, 3, device=DEV)
+    assert ew.add(e, torch.ones(3, device=DEV)).shape == (0, 3)
+    assert ew.exp(e).shape == (0, 3)
+    s = torch.tensor(2.0, device=DEV)
+    assert ew.mul(s, s).item() == 4.0 and ew.mul(s, s).shape == ()
+    assert ew.sqrt(torch.tensor(4.0, device=DEV)).item() == 2.0
+
+
+def test_gradient_of_an_operand_broadcast_along_an_empty_dim_is_zero():
+    """(1, 3) + (0, 3): the first operand's gradient sums over no rows."""
+    a = torch.randn(1, 3, device=DEV, requires_grad=True)
+    b = torch.randn(0, 3, device=DEV, requires_grad=True)
+    da, db = torch.autograd.grad(ew.mul(a, b), (a, b), torch.ones(0, 3, device=DEV))
+    assert torch.equal(da, torch.zeros(1, 3, device=DEV)) and db.shape == (0, 3)
+
+
+def test_only_the_inputs_that_need_grad_get_one():
+    a = torch.randn(4, 3, device=DEV, requires_grad=True)
+    b = torch.randn(3, device=DEV)
+    (da,) = torch.autograd.grad(ew.div(a, b), (a,), torch.ones(4, 3, device=DEV))
+    torch.testing.assert_close(da, (1 / b).expand(4, 3))
+
+
+def test_rejects_shapes_that_do_not_broadcast():
+    with pytest.raises(ValueError, match=r"shapes \(2, 3\) and \(4,\) do not broadcast"):
+        ew.add(torch.ones(2, 3, device=DEV), torch.ones(4, device=DEV))
+
+
+def test_rejects_integer_and_mixed_dtypes():
+    with pytest.raises(TypeError, match="dtype int64"):
+        ew.mul(torch.arange(3, device=DEV), torch.ones(3, device=DEV))
+    with pytest.raises(TypeError, match="mixed dtypes"):
+        ew.sub(torch.ones(3, device=DEV), torch.ones(3, dtype=torch.float64, device=DEV))
+    with pytest.raises(TypeError, match="dtype int32"):
+        ew.exp(torch.ones(3, dtype=torch.int32, device=DEV))
+
+
+def test_rejects_tensors_on_another_device():
+    with pytest.raises(ValueError, match="other is on meta"):
+        ew.add(torch.ones(3, device=DEV), torch.ones(3, device="meta"))
+
+
+def test_rejects_non_tensor_and_non_number_arguments():
+    with pytest.raises(TypeError, match=r"other must be a torch\.Tensor"):
+        ew.add(torch.ones(3, device=DEV), 2.0)
+    with pytest.raises(TypeError, match="exponent must be a Python number"):
+        ew.pow(torch.ones(3, device=DEV), torch.ones(1, device=DEV))
+
+
+@pytest.mark.gpu
+def test_add_past_2_31_elements():
+    """int64 offsets: a contiguous add and a broadcast one whose outputs pass 2^31 elements."""
+    n = 2**31 + 2**20 + 7
+    a = torch.randn(n, dtype=torch.float16, device=DEV)
+    b = torch.randn(n, dtype=torch.float16, device=DEV)
+    out = ew.add(a, b)
+    assert torch.equal(out, a + b)
+    del a, b, out
+    col = torch.randn(2**16 + 3, 1, dtype=torch.float16, device=DEV)
+    row = torch.randn(1, 2**15 + 5, dtype=torch.float16, device=DEV)
+    out = ew.add(col, row)
+    assert out.numel() > 2**31 and torch.equal(out, col + row)
