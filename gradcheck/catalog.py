@@ -35,7 +35,8 @@ class OpSpec:
     point where the op is not differentiable (relu at 0, a tie for a max); finite differences are
     skipped for an example closer than the engine's step allows. ``None``: smooth everywhere.
 
-    ``differentiable=False`` (an optimizer step) checks the forward only. ``deterministic=False``
+    ``terms``/``vjp_terms`` give the sum of |terms| per element for ops whose terms cancel (see
+    ``gradcheck.verify``). ``differentiable=False`` (an optimizer step) checks the forward only. ``deterministic=False``
     compares a rerun within tolerance instead of bitwise.
     """
 
@@ -52,6 +53,8 @@ class OpSpec:
     torch_fn: Callable[..., Any] | None = None
     deterministic: bool = True
     differentiable: bool = True
+    terms: Callable[..., Any] | None = None
+    vjp_terms: Callable[..., Any] | None = None
     doc: str = ""
     tags: Sequence[str] = field(default_factory=tuple)
 

@@ -1,4 +1,4 @@
-"""Planted bugs for demonstrating a failure report: ``python -m gradcheck --ops relu --impl relu=gradcheck.demo:relu_strided_bug``.
+"""Planted bugs that show a failure report (``python -m gradcheck --ops relu --impl relu=gradcheck.demo:NAME``).
 
 Each is a relu whose forward is right and whose backward has one bug class seen in real kernels.
 """

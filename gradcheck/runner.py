@@ -46,4 +46,6 @@ def verify_op(
         backward=spec.differentiable,
         deterministic=spec.deterministic,
         tf32=None if "dot" in spec.tags else False,
+        terms=spec.terms,
+        vjp_terms=spec.vjp_terms,
     )

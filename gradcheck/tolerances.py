@@ -74,6 +74,7 @@ class Tolerance:
     acc: float  # coefficient of the accumulated magnitude (K * u_acc)
     floor: float  # coefficient of the tensor's largest |ref| (normwise term)
     depth: int
+    stored: float = 0.0  # coefficient of the magnitude for intermediates stored at the output dtype
 
     def bound(self, ref: np.ndarray, magnitude: np.ndarray | None) -> np.ndarray:
         aref = np.abs(np.nan_to_num(ref, nan=0.0, posinf=0.0, neginf=0.0))
@@ -82,7 +83,7 @@ class Tolerance:
         floor = self.floor * scale if magnitude is None else 0.0
         # the smallest positive normal of the row's dtype: results below it are flushed or subnormal
         tiny = float(torch.finfo(TABLE[self.row].dtype).tiny)
-        return self.rel * aref + self.acc * mag + floor + tiny
+        return self.rel * aref + (self.acc + self.stored) * mag + floor + tiny
 
     def describe(self) -> str:
         u = TABLE[self.row]
@@ -94,9 +95,19 @@ class Tolerance:
 
 
 def tolerance(
-    dtype: torch.dtype, *, depth: int = 1, ulps: float = 0.0, grad: bool = False, tf32: bool = False
+    dtype: torch.dtype,
+    *,
+    depth: int = 1,
+    ulps: float = 0.0,
+    grad: bool = False,
+    tf32: bool = False,
+    stored_terms: bool = False,
 ) -> Tolerance:
-    """Tolerance for a result of ``dtype`` from an accumulation of length ``depth``."""
+    """Tolerance for a result of ``dtype`` from an accumulation of length ``depth``.
+
+    ``stored_terms``: the op's terms pass through values stored at the output dtype (a softmax
+    backward reads the fp16 output it saved), so each term carries ``ROUNDING_UNITS`` units of
+    ``u_out`` too, not only the accumulation's ``u_acc``."""
     row, u = table_row(dtype, tf32=tf32)
     k = max(int(depth), 1)
     factor = GRAD_FACTOR if grad else 1.0
@@ -104,4 +115,5 @@ def tolerance(
     # each product carries both operands' rounding (2 u_mul), the sum K roundings at u_acc
     acc = factor * ((k + 1) * u.u_acc + 2 * u.u_mul)
     floor = factor * (ROUNDING_UNITS * u.u_out + (k + 1) * u.u_acc + 2 * u.u_mul)
-    return Tolerance(row=row, rel=rel, acc=acc, floor=floor, depth=k)
+    stored = factor * ROUNDING_UNITS * u.u_out if stored_terms else 0.0
+    return Tolerance(row=row, rel=rel, acc=acc, floor=floor, depth=k, stored=stored)

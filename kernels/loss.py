@@ -1,4 +1,4 @@
-"""cross_entropy and mse_loss in Triton: one pass over the logits for loss and gradient, deterministic reductions; forward and backward."""
+"""cross_entropy and mse_loss in Triton: loss and gradient in one pass, deterministic sums; forward and backward."""
 
 from __future__ import annotations
 
@@ -55,12 +55,20 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _finish_sum(partials: torch.Tensor, out: torch.Tensor, *, den: torch.Tensor | None = None, den_int: int = 1) -> None:
+def _finish_sum(
+    partials: torch.Tensor, out: torch.Tensor, *, den: torch.Tensor | None = None, den_int: int = 1
+) -> None:
     """out[j] = sum(partials[j]) / den (den in memory, else den_int), one program per row."""
     parts = partials.view(out.numel(), partials.numel() // out.numel())
     _sum_kernel[(out.numel(),)](
-        parts, parts.shape[1], parts.stride(0), out, den if den is not None else parts, den_int,
-        DEN_FROM_PTR=den is not None, BLOCK=BLOCK,
+        parts,
+        parts.shape[1],
+        parts.stride(0),
+        out,
+        den if den is not None else parts,
+        den_int,
+        DEN_FROM_PTR=den is not None,
+        BLOCK=BLOCK,
     )
 
 
@@ -85,14 +93,39 @@ def _check_reduction(reduction: object) -> int:
 
 
 @triton.jit
+def _class_weights(weight_ptr, cols, c_ok, ws, acc_ty: tl.constexpr, HAS_WEIGHT: tl.constexpr):
+    """The class weights at ``cols`` (1 without a weight tensor), 0 past the last class."""
+    if HAS_WEIGHT:
+        return tl.load(weight_ptr + cols * ws, mask=c_ok, other=0.0).to(acc_ty)
+    return tl.where(c_ok, 1.0, 0.0).to(acc_ty)
+
+
+@triton.jit
+def _ce_grad(p, is_target, hit, w_sum, wc, eps, c_f, SMOOTH: tl.constexpr):
+    """d loss_i / d x[j] = hit (p[j] - [j == t]) + eps / C (p[j] S_w - w[j]), hit = (1 - eps) w[t]:
+    grouped so that each bracket is exactly 0 where it should be (a single class, p = 1)."""
+    grad = hit * (p - tl.where(is_target, 1.0, 0.0))
+    if SMOOTH:
+        grad += eps / c_f * (p * w_sum - wc)
+    return grad
+
+
+@triton.jit
 def _ce_targets_kernel(
     target_ptr,  # class indices, int64, the row shape (N, d1, ...), any layout
     weight_ptr,  # class weights (C,) (HAS_WEIGHT), else unused
     part_ptr,  # (2, n_parts): per program, the summed weight of counted targets; the count of bad ones
     n_parts,
-    n_rows, C, ignore_index,
-    R1, R2, R3,  # collapsed row dims
-    ts0, ts1, ts2, ts3,  # target strides along them
+    n_rows,
+    C,
+    ignore_index,
+    R1,
+    R2,
+    R3,  # collapsed row dims
+    ts0,
+    ts1,
+    ts2,
+    ts3,  # target strides along them
     ws,  # weight stride
     HAS_WEIGHT: tl.constexpr,
     FLAT: tl.constexpr,
@@ -123,12 +156,27 @@ def _ce_fwd_kernel(
     loss_ptr,  # per-row losses (REDUCE == 0, contiguous row shape) or per-program partial sums
     stats_ptr,  # (rows, 3): shift, log of the shifted sum, summed class weight (SAVE_STATS)
     grad_ptr,  # d(loss)/d(logits) for grad_output = 1 (STORE_GRAD), contiguous in the logits' shape
-    n_rows, C, ignore_index,
+    n_rows,
+    C,
+    ignore_index,
     smoothing_num,  # label_smoothing * 2^53 (SMOOTH)
-    R1, R2, R3,  # collapsed row dims
-    xs0, xs1, xs2, xs3, xsc,  # logit strides: rows, then along the classes
-    ts0, ts1, ts2, ts3,  # target strides
-    gs0, gs1, gs2, gs3, gsc,  # gradient strides
+    R1,
+    R2,
+    R3,  # collapsed row dims
+    xs0,
+    xs1,
+    xs2,
+    xs3,
+    xsc,  # logit strides: rows, then along the classes
+    ts0,
+    ts1,
+    ts2,
+    ts3,  # target strides
+    gs0,
+    gs1,
+    gs2,
+    gs3,
+    gsc,  # gradient strides
     ws,  # weight stride
     REDUCE: tl.constexpr,  # 0 none, 1 sum, 2 mean
     HAS_WEIGHT: tl.constexpr,
@@ -141,15 +189,15 @@ def _ce_fwd_kernel(
     BLOCK_C: tl.constexpr,  # classes per tile
 ):
     # loss_i = (1 - eps) w[t] (lse - x[t]) + eps / C * sum_c w[c] (lse - x[c]), with lse computed as
-    # shift + log(sum exp(x - shift)); d loss_i / d x[j] = p[j] ((1 - eps) w[t] + eps S_w / C)
-    # - (1 - eps) w[t] [j == t] - eps w[j] / C, with p the softmax and S_w = sum_c w[c]
+    # shift + log(sum exp(x - shift)); its gradient is _ce_grad's
     pid = tl.program_id(0)
     rows = pid.to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < n_rows
     acc_ty = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     x_row = row_offsets(rows, R1, R2, R3, xs0, xs1, xs2, xs3, FLAT)
     t = tl.load(target_ptr + row_offsets(rows, R1, R2, R3, ts0, ts1, ts2, ts3, FLAT), mask=row_ok, other=ignore_index)
-    valid = row_ok & (t != ignore_index)
+    # an out-of-range target counts as ignored here (no read out of bounds); the launcher raises
+    valid = row_ok & (t != ignore_index) & (t >= 0) & (t < C)
     t = tl.where(valid, t, 0)
     if HAS_WEIGHT:
         w_t = tl.load(weight_ptr + t * ws, mask=valid, other=0.0).to(acc_ty)
@@ -162,6 +210,7 @@ def _ce_fwd_kernel(
     x_base = x_ptr + x_row[:, None]
     w_sum = tl.zeros((1,), acc_ty)  # S_w (SMOOTH)
     wx = tl.zeros((BLOCK_R,), acc_ty)  # sum_c w[c] (x[c] - shift) (SMOOTH)
+    wc = tl.zeros((1, BLOCK_C), acc_ty)  # w[c] of the current tile (SMOOTH)
     if SINGLE:
         c_ok = cols < C
         mask = row_ok[:, None] & c_ok
@@ -171,10 +220,7 @@ def _ce_fwd_kernel(
         e = tl.exp(x - shift[:, None])
         s = tl.sum(e, axis=1)
         if SMOOTH:
-            if HAS_WEIGHT:
-                wc = tl.load(weight_ptr + cols * ws, mask=c_ok, other=0.0).to(acc_ty)
-            else:
-                wc = tl.where(c_ok, 1.0, 0.0).to(acc_ty)
+            wc = _class_weights(weight_ptr, cols, c_ok, ws, acc_ty, HAS_WEIGHT)
             w_sum = tl.sum(wc, axis=1)
             wx = tl.sum(tl.where(mask, wc * (x - shift[:, None]), 0.0), axis=1)
     else:
@@ -190,11 +236,9 @@ def _ce_fwd_kernel(
             shift_new = tl.where(m_new == -float("inf"), 0.0, m_new)
             s = s * tl.exp(m - shift_new) + tl.sum(tl.exp(x - shift_new[:, None]), axis=1)
             if SMOOTH:
-                if HAS_WEIGHT:
-                    wc = tl.load(weight_ptr + (cols + start) * ws, mask=c_ok, other=0.0).to(acc_ty)
-                else:
-                    wc = tl.where(c_ok, 1.0, 0.0).to(acc_ty)
-                wx = wx + w_sum * (shift - shift_new) + tl.sum(tl.where(mask, wc * (x - shift_new[:, None]), 0.0), axis=1)
+                wc = _class_weights(weight_ptr, cols + start, c_ok, ws, acc_ty, HAS_WEIGHT)
+                wx += w_sum * (shift - shift_new)  # re-centre the earlier chunks on the new shift
+                wx += tl.sum(tl.where(mask, wc * (x - shift_new[:, None]), 0.0), axis=1)
                 w_sum += tl.sum(wc, axis=1)
             m = m_new
             shift = shift_new
@@ -218,31 +262,20 @@ def _ce_fwd_kernel(
             scale = tl.where(valid, 1.0 / tl.load(total_ptr).to(acc_ty), 0.0)
         else:
             scale = tl.where(valid, 1.0, 0.0).to(acc_ty)
-        if SMOOTH:
-            hit = (1.0 - eps) * w_t
-            coef = (hit + eps * w_sum / c_f)[:, None]
-        else:
-            hit = w_t
-            coef = w_t[:, None]
+        hit = ((1.0 - eps) * w_t)[:, None]
         g_base = grad_ptr + row_offsets(rows, R1, R2, R3, gs0, gs1, gs2, gs3, FLAT)[:, None]
         if SINGLE:
-            grad = e / s[:, None] * coef - tl.where(cols == t[:, None], hit[:, None], 0.0)
-            if SMOOTH:
-                grad -= eps / c_f * wc
+            grad = _ce_grad(e / s[:, None], cols == t[:, None], hit, w_sum, wc, eps, c_f, SMOOTH)
             tl.store(g_base + cols * gsc, (grad * scale[:, None]).to(grad_ptr.dtype.element_ty), mask=mask)
         else:
             for start in range(0, C, BLOCK_C):
                 c_ok = cols + start < C
                 mask = row_ok[:, None] & c_ok
                 x = tl.load(x_base + (cols + start) * xsc, mask=mask, other=-float("inf")).to(acc_ty)
-                grad = tl.exp(x - shift[:, None]) / s[:, None] * coef
-                grad -= tl.where(cols + start == t[:, None], hit[:, None], 0.0)
+                p = tl.exp(x - shift[:, None]) / s[:, None]
                 if SMOOTH:
-                    if HAS_WEIGHT:
-                        wc = tl.load(weight_ptr + (cols + start) * ws, mask=c_ok, other=0.0).to(acc_ty)
-                    else:
-                        wc = tl.where(c_ok, 1.0, 0.0).to(acc_ty)
-                    grad -= eps / c_f * wc
+                    wc = _class_weights(weight_ptr, cols + start, c_ok, ws, acc_ty, HAS_WEIGHT)
+                grad = _ce_grad(p, cols + start == t[:, None], hit, w_sum, wc, eps, c_f, SMOOTH)
                 tl.store(
                     g_base + (cols + start) * gsc, (grad * scale[:, None]).to(grad_ptr.dtype.element_ty), mask=mask
                 )
@@ -257,15 +290,38 @@ def _ce_bwd_kernel(
     stats_ptr,  # (rows, 3) saved by the forward: shift, log of the shifted sum, summed class weight
     g_ptr,  # grad_output: per row (REDUCE == 0, any layout) or one value
     dx_ptr,  # grad_input, contiguous in the logits' shape
-    n_rows, C, ignore_index, smoothing_num,
-    R1, R2, R3,
-    xs0, xs1, xs2, xs3, xsc,
-    ts0, ts1, ts2, ts3,
-    os0, os1, os2, os3,  # grad_output strides (REDUCE == 0)
-    ds0, ds1, ds2, ds3, dsc,  # grad_input strides
+    n_rows,
+    C,
+    ignore_index,
+    smoothing_num,
+    R1,
+    R2,
+    R3,
+    xs0,
+    xs1,
+    xs2,
+    xs3,
+    xsc,
+    ts0,
+    ts1,
+    ts2,
+    ts3,
+    os0,
+    os1,
+    os2,
+    os3,  # grad_output strides (REDUCE == 0)
+    ds0,
+    ds1,
+    ds2,
+    ds3,
+    dsc,  # grad_input strides
     ws,
-    REDUCE: tl.constexpr, HAS_WEIGHT: tl.constexpr, SMOOTH: tl.constexpr, FLAT: tl.constexpr,
-    BLOCK_R: tl.constexpr, BLOCK_C: tl.constexpr,
+    REDUCE: tl.constexpr,
+    HAS_WEIGHT: tl.constexpr,
+    SMOOTH: tl.constexpr,
+    FLAT: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_C: tl.constexpr,
 ):
     # the forward's gradient formula, with the softmax from the saved row statistics (one pass)
     pid = tl.program_id(0)
@@ -291,13 +347,8 @@ def _ce_bwd_kernel(
     log_s = tl.load(stats_ptr + 3 * rows + 1, mask=row_ok, other=0.0)[:, None]
     eps = tl.cast(smoothing_num, acc_ty) * (2.0**-53)
     c_f = tl.cast(C, acc_ty)
-    if SMOOTH:
-        w_sum = tl.load(stats_ptr + 3 * rows + 2, mask=row_ok, other=0.0)
-        hit = (1.0 - eps) * w_t
-        coef = (hit + eps * w_sum / c_f)[:, None]
-    else:
-        hit = w_t
-        coef = w_t[:, None]
+    w_sum = tl.load(stats_ptr + 3 * rows + 2, mask=row_ok, other=0.0)[:, None]
+    hit = ((1.0 - eps) * w_t)[:, None]
     x_base = x_ptr + row_offsets(rows, R1, R2, R3, xs0, xs1, xs2, xs3, FLAT)[:, None]
     d_base = dx_ptr + row_offsets(rows, R1, R2, R3, ds0, ds1, ds2, ds3, FLAT)[:, None]
     cols = tl.arange(0, BLOCK_C)[None, :]
@@ -305,13 +356,10 @@ def _ce_bwd_kernel(
         c_ok = cols + start < C
         mask = row_ok[:, None] & c_ok
         x = tl.load(x_base + (cols + start) * xsc, mask=mask, other=-float("inf")).to(acc_ty)
-        grad = tl.exp((x - shift) - log_s) * coef - tl.where(cols + start == t[:, None], hit[:, None], 0.0)
+        wc = tl.zeros((1, BLOCK_C), acc_ty)
         if SMOOTH:
-            if HAS_WEIGHT:
-                wc = tl.load(weight_ptr + (cols + start) * ws, mask=c_ok, other=0.0).to(acc_ty)
-            else:
-                wc = tl.where(c_ok, 1.0, 0.0).to(acc_ty)
-            grad -= eps / c_f * wc
+            wc = _class_weights(weight_ptr, cols + start, c_ok, ws, acc_ty, HAS_WEIGHT)
+        grad = _ce_grad(tl.exp((x - shift) - log_s), cols + start == t[:, None], hit, w_sum, wc, eps, c_f, SMOOTH)
         tl.store(d_base + (cols + start) * dsc, (grad * scale[:, None]).to(dx_ptr.dtype.element_ty), mask=mask)
 
 
@@ -407,6 +455,26 @@ class _CrossEntropyProblem:
         return (self.weight, self.weight.stride(0)) if self.weight is not None else (fallback, 0)
 
 
+class _BadTargetCount:
+    """The count of out-of-range targets, read on the host without draining the GPU's queue: on
+    CUDA it is copied to pinned memory behind an event, and the loss kernels are queued before the
+    host waits for that event (a plain ``.item()`` would leave the GPU idle while they launch)."""
+
+    def __init__(self, count: torch.Tensor) -> None:
+        self.event = None
+        self.host = count
+        if count.is_cuda:
+            self.host = torch.empty(count.shape, dtype=count.dtype, pin_memory=True)
+            self.host.copy_(count, non_blocking=True)
+            self.event = torch.cuda.Event()
+            self.event.record()
+
+    def positive(self) -> bool:
+        if self.event is not None:
+            self.event.synchronize()
+        return bool(self.host.item() > 0)
+
+
 def _ce_forward(x, target, weight, ignore_index, reduction, label_smoothing, need_grad: bool):
     """Loss, plus (when ``need_grad``) the gradient for grad_output = 1 (reductions 'mean' and
     'sum') and the per-row statistics the recomputing backward needs; and the summed target weight."""
@@ -422,17 +490,22 @@ def _ce_forward(x, target, weight, ignore_index, reduction, label_smoothing, nee
     totals = rt.empty((2,), dtype=p.acc_dtype, device=dev)  # summed target weight, bad-target count
     if n_parts:
         _ce_targets_kernel[(n_parts,)](
-            t_layout.tensors[0], weight_t, parts, n_parts, n_rows, p.n_classes, ignore_index,
-            *t_layout.sizes, *t_layout.strides[0], ws,
-            HAS_WEIGHT=weight is not None, FLAT=t_layout.flat, BLOCK=BLOCK,
+            t_layout.tensors[0],
+            weight_t,
+            parts,
+            n_parts,
+            n_rows,
+            p.n_classes,
+            ignore_index,
+            *t_layout.sizes,
+            *t_layout.strides[0],
+            ws,
+            HAS_WEIGHT=weight is not None,
+            FLAT=t_layout.flat,
+            BLOCK=BLOCK,
         )
     _finish_sum(parts, totals)
-    if totals[1].item() > 0:  # one host sync: a clear error instead of a device assert
-        bad = target[(target != ignore_index) & ((target < 0) | (target >= p.n_classes))]
-        raise IndexError(
-            f"target {int(bad.reshape(-1)[0])} is out of range for {p.n_classes} classes "
-            f"({bad.numel()} bad target(s); ignore_index={ignore_index})"
-        )
+    check = _BadTargetCount(totals[1:])
 
     store_grad = need_grad and p.reduce != 0
     loss_rows = rt.empty(p.row_shape, dtype=x.dtype, device=dev) if p.reduce == 0 else None
@@ -446,19 +519,31 @@ def _ce_forward(x, target, weight, ignore_index, reduction, label_smoothing, nee
     g_strides = [*layout.strides[1], grad_l.stride(p.class_dim)] if store_grad else [0] * 5
     if n_programs:
         _ce_fwd_kernel[(n_programs,)](
-            x_l, target_l, weight_t, totals,
+            x_l,
+            target_l,
+            weight_t,
+            totals,
             loss_rows if p.reduce == 0 else partials,
             stats if stats is not None else totals,
             grad_l if store_grad else x_l,
-            n_rows, p.n_classes, ignore_index, p.smoothing_num,
+            n_rows,
+            p.n_classes,
+            ignore_index,
+            p.smoothing_num,
             *layout.sizes,
-            *layout.strides[0], x_l.stride(p.class_dim),
+            *layout.strides[0],
+            x_l.stride(p.class_dim),
             *layout.strides[-1],
             *g_strides,
             ws,
             **p.flags(),
-            STORE_GRAD=store_grad, SAVE_STATS=need_grad, FLAT=layout.flat, SINGLE=blocks.single,
-            BLOCK_R=blocks.rows, BLOCK_C=blocks.length, num_warps=blocks.num_warps,
+            STORE_GRAD=store_grad,
+            SAVE_STATS=need_grad,
+            FLAT=layout.flat,
+            SINGLE=blocks.single,
+            BLOCK_R=blocks.rows,
+            BLOCK_C=blocks.length,
+            num_warps=blocks.num_warps,
         )
     if p.reduce == 0:
         loss = loss_rows
@@ -468,6 +553,12 @@ def _ce_forward(x, target, weight, ignore_index, reduction, label_smoothing, nee
             _finish_sum(partials, loss.view(1), den=totals)
         else:
             _finish_sum(partials, loss.view(1))
+    if check.positive():  # the kernels treated bad targets as ignored: nothing was read out of bounds
+        bad = target[(target != ignore_index) & ((target < 0) | (target >= p.n_classes))]
+        raise IndexError(
+            f"target {int(bad.reshape(-1)[0])} is out of range for {p.n_classes} classes "
+            f"({bad.numel()} bad target(s); ignore_index={ignore_index})"
+        )
     return loss, grad, stats, totals
 
 
@@ -483,18 +574,30 @@ def _ce_backward(x, target, weight, ignore_index, reduction, label_smoothing, st
     layout, blocks = p.layout([x, dx], [target, *per_row])
     x_l, dx_l, target_l, *g_l = layout.tensors
     _ce_bwd_kernel[(rt.cdiv(n_rows, blocks.rows),)](
-        x_l, target_l, weight_t, totals, stats,
+        x_l,
+        target_l,
+        weight_t,
+        totals,
+        stats,
         g_l[0] if per_row else g,
         dx_l,
-        n_rows, p.n_classes, ignore_index, p.smoothing_num,
+        n_rows,
+        p.n_classes,
+        ignore_index,
+        p.smoothing_num,
         *layout.sizes,
-        *layout.strides[0], x_l.stride(p.class_dim),
+        *layout.strides[0],
+        x_l.stride(p.class_dim),
         *layout.strides[2],
         *(layout.strides[3] if per_row else [0, 0, 0, 0]),
-        *layout.strides[1], dx_l.stride(p.class_dim),
+        *layout.strides[1],
+        dx_l.stride(p.class_dim),
         ws,
         **p.flags(),
-        FLAT=layout.flat, BLOCK_R=blocks.rows, BLOCK_C=blocks.length, num_warps=blocks.num_warps,
+        FLAT=layout.flat,
+        BLOCK_R=blocks.rows,
+        BLOCK_C=blocks.length,
+        num_warps=blocks.num_warps,
     )
     return dx
 
@@ -510,9 +613,7 @@ class CrossEntropyFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, target, weight, ignore_index, reduction, label_smoothing):
         need_grad = ctx.needs_input_grad[0]
-        loss, grad, stats, totals = _ce_forward(
-            x, target, weight, ignore_index, reduction, label_smoothing, need_grad
-        )
+        loss, grad, stats, totals = _ce_forward(x, target, weight, ignore_index, reduction, label_smoothing, need_grad)
         ctx.save_for_backward(x, target, weight, stats, totals)
         ctx.grad = grad
         ctx.options = (ignore_index, reduction, label_smoothing)
@@ -562,9 +663,17 @@ def _mse_fwd_kernel(
     y_ptr,  # target, any layout
     out_ptr,  # (x - y)^2, contiguous (REDUCE == 0), or per-program partial sums
     n,  # number of elements
-    S1, S2, S3,  # collapsed sizes (S0 implied by n)
-    xs0, xs1, xs2, xs3,  # input strides
-    ys0, ys1, ys2, ys3,  # target strides
+    S1,
+    S2,
+    S3,  # collapsed sizes (S0 implied by n)
+    xs0,
+    xs1,
+    xs2,
+    xs3,  # input strides
+    ys0,
+    ys1,
+    ys2,
+    ys3,  # target strides
     REDUCE: tl.constexpr,  # 0: elementwise; else partial sums
     FLAT: tl.constexpr,  # one collapsed dim
     BLOCK: tl.constexpr,
@@ -584,16 +693,32 @@ def _mse_fwd_kernel(
 
 @triton.jit
 def _mse_bwd_kernel(
-    x_ptr, y_ptr,  # input and target, any layout
+    x_ptr,
+    y_ptr,  # input and target, any layout
     g_ptr,  # grad_output: elementwise (any layout) or one value (G_SCALAR)
-    dx_ptr, dy_ptr,  # gradients, contiguous (NEED_X / NEED_Y)
+    dx_ptr,
+    dy_ptr,  # gradients, contiguous (NEED_X / NEED_Y)
     n,
     den,  # element count for 'mean', else 1: d/dx = 2 (x - y) g / den
-    S1, S2, S3,
-    xs0, xs1, xs2, xs3,
-    ys0, ys1, ys2, ys3,
-    gs0, gs1, gs2, gs3,
-    G_SCALAR: tl.constexpr, NEED_X: tl.constexpr, NEED_Y: tl.constexpr, FLAT: tl.constexpr,
+    S1,
+    S2,
+    S3,
+    xs0,
+    xs1,
+    xs2,
+    xs3,
+    ys0,
+    ys1,
+    ys2,
+    ys3,
+    gs0,
+    gs1,
+    gs2,
+    gs3,
+    G_SCALAR: tl.constexpr,
+    NEED_X: tl.constexpr,
+    NEED_Y: tl.constexpr,
+    FLAT: tl.constexpr,
     BLOCK: tl.constexpr,
 ):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
@@ -641,8 +766,16 @@ class MSELossFunction(torch.autograd.Function):
             partials = rt.empty((n_programs,), dtype=_acc_dtype(x.dtype), device=x.device)
         if n_programs:
             _mse_fwd_kernel[(n_programs,)](
-                x_l, y_l, out if reduce == 0 else partials, n, *sizes[1:], *xs, *ys,
-                REDUCE=reduce, FLAT=flat, BLOCK=BLOCK,
+                x_l,
+                y_l,
+                out if reduce == 0 else partials,
+                n,
+                *sizes[1:],
+                *xs,
+                *ys,
+                REDUCE=reduce,
+                FLAT=flat,
+                BLOCK=BLOCK,
             )
         if reduce:
             _finish_sum(partials, out.view(1), den_int=n if reduce == 2 else 1)
@@ -662,12 +795,22 @@ class MSELossFunction(torch.autograd.Function):
             sizes, strides, _, views = flat_strides(x, y, *([] if g_scalar else [g]))
             gs = [0, 0, 0, 0] if g_scalar else strides[2]
             _mse_bwd_kernel[(rt.cdiv(n, BLOCK),)](
-                views[0], views[1], g if g_scalar else views[2],
-                dx if need_x else x, dy if need_y else x,
-                n, n if ctx.reduce == 2 else 1,
-                *sizes[1:], *strides[0], *strides[1], *gs,
-                G_SCALAR=g_scalar, NEED_X=need_x, NEED_Y=need_y,
-                FLAT=sizes[0] * sizes[1] * sizes[2] == 1, BLOCK=BLOCK,
+                views[0],
+                views[1],
+                g if g_scalar else views[2],
+                dx if need_x else x,
+                dy if need_y else x,
+                n,
+                n if ctx.reduce == 2 else 1,
+                *sizes[1:],
+                *strides[0],
+                *strides[1],
+                *gs,
+                G_SCALAR=g_scalar,
+                NEED_X=need_x,
+                NEED_Y=need_y,
+                FLAT=sizes[0] * sizes[1] * sizes[2] == 1,
+                BLOCK=BLOCK,
             )
         return dx, dy, None
 

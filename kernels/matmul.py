@@ -1,4 +1,4 @@
-"""matmul, linear and linear_relu in Triton: one tiled tensor-core kernel with fused bias, relu and batch-reduction options, forward and backward."""
+"""matmul, linear and linear_relu in Triton: one tiled tensor-core kernel with fused epilogues, forward and backward."""
 
 from __future__ import annotations
 
@@ -52,15 +52,24 @@ def _accumulate(
     a_tile_ptr,  # A at (batch, this program's first row, 0)
     b_tile_ptr,  # B at (batch, 0, this program's first column)
     keep_tile_ptr,  # keep at (batch, first row, 0) (MASK_A), else unused
-    m_left, n_left,  # rows / columns of this tile inside the matrix
+    m_left,
+    n_left,  # rows / columns of this tile inside the matrix
     K,
-    stride_am, stride_ak, stride_bk, stride_bn, stride_km, stride_kk,
+    stride_am,
+    stride_ak,
+    stride_bk,
+    stride_bn,
+    stride_km,
+    stride_kk,
     do_rowsum,  # this program adds to rowsum (only the first column of tiles does)
-    MASK_A: tl.constexpr, ROWSUM_A: tl.constexpr,
+    MASK_A: tl.constexpr,
+    ROWSUM_A: tl.constexpr,
     UPCAST: tl.constexpr,  # interpreter: dot on fp32 copies of fp16/bf16 operands
     PRECISION: tl.constexpr,  # tl.dot input_precision for fp32 operands ("ieee" or "tf32")
-    FP64_DOT: tl.constexpr,  # the compiler has fp64 tl.dot; else multiply and sum
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    DOT_FALLBACK: tl.constexpr,  # fp64 on a compiler without fp64 tl.dot: multiply and sum
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
 ):
     """acc += A[tile, :] @ B[:, tile] over the whole K dimension of one batch."""
     rm = tl.arange(0, BLOCK_M)
@@ -80,16 +89,16 @@ def _accumulate(
             keep = tl.load(keep_ptrs, mask=a_mask, other=0.0).to(acc.dtype)
             a = tl.where(keep > 0, a, tl.zeros_like(a))
             keep_ptrs += BLOCK_K * stride_kk
-        if ROWSUM_A:
+        if ROWSUM_A:  # noqa: SIM102  (a constexpr, then a runtime condition: Triton wants two ifs)
             if do_rowsum:
                 rowsum += tl.sum(a.to(acc.dtype), axis=1)
         if UPCAST:  # interpreter: bf16 dot is wrong there; fp32 copies give the exact products
             a = a.to(tl.float32)
             b = b.to(tl.float32)
-        if FP64_DOT or acc.dtype != tl.float64:
-            acc = tl.dot(a, b, acc, input_precision=PRECISION)
-        else:
+        if DOT_FALLBACK:
             acc += tl.sum(a[:, :, None] * b[None, :, :], axis=1)
+        else:
+            acc = tl.dot(a, b, acc, input_precision=PRECISION)
         a_ptrs += BLOCK_K * stride_ak
         b_ptrs += BLOCK_K * stride_bk
     return acc, rowsum
@@ -104,12 +113,22 @@ def _matmul_kernel(
     bias_ptr,  # (N,) added to every row of C (HAS_BIAS), else unused
     keep_ptr,  # (batch, M, K): A counts only where keep > 0 (MASK_A), else unused
     rowsum_ptr,  # (M,) sums of (masked) A over batch and K (ROWSUM_A), else unused
-    M, N, K,
+    M,
+    N,
+    K,
     n_batch,  # with REDUCE_BATCH: batches summed into the one output; else unused (the grid has them)
-    stride_ab, stride_am, stride_ak,  # A strides, in elements
-    stride_bb, stride_bk, stride_bn,  # B strides
-    stride_cb, stride_cm, stride_cn,  # C strides
-    stride_kb, stride_km, stride_kk,  # keep strides
+    stride_ab,
+    stride_am,
+    stride_ak,  # A strides, in elements
+    stride_bb,
+    stride_bk,
+    stride_bn,  # B strides
+    stride_cb,
+    stride_cm,
+    stride_cn,  # C strides
+    stride_kb,
+    stride_km,
+    stride_kk,  # keep strides
     stride_bias,  # bias stride
     HAS_BIAS: tl.constexpr,
     RELU: tl.constexpr,  # store max(C, 0)
@@ -118,8 +137,10 @@ def _matmul_kernel(
     REDUCE_BATCH: tl.constexpr,  # C = sum over the batch of A_b @ B_b, in a fixed order
     UPCAST: tl.constexpr,
     PRECISION: tl.constexpr,
-    FP64_DOT: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    DOT_FALLBACK: tl.constexpr,
+    BLOCK_M: tl.constexpr,
+    BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr,  # tiles of GROUP_M rows run together so B's columns stay in L2
 ):
     # program -> (batch, tile row, tile column), tile rows grouped for L2 reuse
@@ -149,10 +170,29 @@ def _matmul_kernel(
         keep_batch = keep_ptr + m0 * stride_km
         for _ in range(0, n_batch):
             acc, rowsum = _accumulate(
-                acc, rowsum, a_batch, b_batch, keep_batch,
-                m_left, n_left, K,
-                stride_am, stride_ak, stride_bk, stride_bn, stride_km, stride_kk,
-                do_rowsum, MASK_A, ROWSUM_A, UPCAST, PRECISION, FP64_DOT, BLOCK_M, BLOCK_N, BLOCK_K,
+                acc,
+                rowsum,
+                a_batch,
+                b_batch,
+                keep_batch,
+                m_left,
+                n_left,
+                K,
+                stride_am,
+                stride_ak,
+                stride_bk,
+                stride_bn,
+                stride_km,
+                stride_kk,
+                do_rowsum,
+                MASK_A,
+                ROWSUM_A,
+                UPCAST,
+                PRECISION,
+                DOT_FALLBACK,
+                BLOCK_M,
+                BLOCK_N,
+                BLOCK_K,
             )
             a_batch += stride_ab
             b_batch += stride_bb
@@ -160,13 +200,29 @@ def _matmul_kernel(
     else:
         bb = pid_b.to(tl.int64)
         acc, rowsum = _accumulate(
-            acc, rowsum,
+            acc,
+            rowsum,
             a_ptr + bb * stride_ab + m0 * stride_am,
             b_ptr + bb * stride_bb + n0 * stride_bn,
             keep_ptr + bb * stride_kb + m0 * stride_km,
-            m_left, n_left, K,
-            stride_am, stride_ak, stride_bk, stride_bn, stride_km, stride_kk,
-            do_rowsum, MASK_A, ROWSUM_A, UPCAST, PRECISION, FP64_DOT, BLOCK_M, BLOCK_N, BLOCK_K,
+            m_left,
+            n_left,
+            K,
+            stride_am,
+            stride_ak,
+            stride_bk,
+            stride_bn,
+            stride_km,
+            stride_kk,
+            do_rowsum,
+            MASK_A,
+            ROWSUM_A,
+            UPCAST,
+            PRECISION,
+            DOT_FALLBACK,
+            BLOCK_M,
+            BLOCK_N,
+            BLOCK_K,
         )
 
     rm = tl.arange(0, BLOCK_M)
@@ -179,7 +235,7 @@ def _matmul_kernel(
     c_ptrs = c_ptr + pid_b.to(tl.int64) * stride_cb + m0 * stride_cm + n0 * stride_cn
     c_ptrs = c_ptrs + rm[:, None] * stride_cm + rn[None, :] * stride_cn
     tl.store(c_ptrs, acc.to(c_ptr.dtype.element_ty), mask=(rm[:, None] < m_left) & (rn[None, :] < n_left))
-    if ROWSUM_A:
+    if ROWSUM_A:  # noqa: SIM102  (as above)
         if do_rowsum:
             tl.store(rowsum_ptr + m0 + rm, rowsum.to(rowsum_ptr.dtype.element_ty), mask=rm < m_left)
 
@@ -203,14 +259,25 @@ def _mm(
     if out.numel() == 0:
         return out
     keep_t = keep if keep is not None else a
-    grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]) * (1 if reduce else batch),)  # noqa: E731
+
+    def grid(meta):
+        return (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]) * (1 if reduce else batch),)
+
     _matmul_kernel[grid](
-        a, b, out,
+        a,
+        b,
+        out,
         bias if bias is not None else out,
         keep_t,
         rowsum if rowsum is not None else out,
-        m, n, k, batch,
-        *a.stride(), *b.stride(), *out.stride(), *keep_t.stride(),
+        m,
+        n,
+        k,
+        batch,
+        *a.stride(),
+        *b.stride(),
+        *out.stride(),
+        *keep_t.stride(),
         bias.stride(0) if bias is not None else 0,
         HAS_BIAS=bias is not None,
         RELU=relu,
@@ -220,7 +287,7 @@ def _mm(
         UPCAST=rt.INTERPRET and a.dtype in (torch.float16, torch.bfloat16),
         # fp32 follows torch's matmul precision; "tf32" is tl.dot's default, the one fp16/bf16/fp64 take
         PRECISION=rt.dot_precision(a.dtype) if a.dtype == torch.float32 else "tf32",
-        FP64_DOT=_FP64_DOT,
+        DOT_FALLBACK=a.dtype == torch.float64 and not _FP64_DOT,
     )
     return out
 

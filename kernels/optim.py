@@ -21,9 +21,12 @@ __all__ = ["SGD", "sgd_step"]
 #   d = d + momentum * buf if nesterov else buf     (when momentum != 0)
 #   p = p - lr * d
 #
-# computed in fp32 (fp64 for fp64 parameters) and rounded once on store. The hyperparameters reach
-# the kernels as a float64 tensor, not as scalar arguments: Triton passes Python floats as fp32,
-# which would round lr for a float64 parameter.
+# computed in fp64 whatever the parameter's dtype and rounded once on store, without fused
+# multiply-adds (each step rounds as IEEE says, on every backend). The update is an affine map whose
+# terms can cancel (momentum * buf against d, p against lr * d): rounding fp32 intermediates would
+# cost an error relative to the terms, not to the result. fp64 arithmetic is free here, the update
+# being memory-bound (a few flops per 12-20 bytes moved). The hyperparameters reach the kernels as
+# a float64 tensor, not as scalar arguments: Triton passes Python floats as fp32.
 
 #: Elements per program of the functional (strided) update.
 BLOCK = 1024
@@ -33,6 +36,8 @@ CHUNK = 8192
 CHUNK_BLOCK = CHUNK if rt.INTERPRET else 1024
 #: Columns of the fused update's per-tensor table: param, grad and buffer addresses, numel, first step.
 TABLE_COLUMNS = 5
+#: Compile option: no fused multiply-adds (the interpreter rounds every operation anyway).
+_NO_FMA = {} if rt.INTERPRET else {"enable_fp_fusion": False}
 
 
 @triton.jit
@@ -85,7 +90,9 @@ def _sgd_step_kernel(
     CONTIGUOUS: tl.constexpr,  # every operand contiguous: skip the index arithmetic
     BLOCK: tl.constexpr,
 ):
-    acc_t = tl.float64 if p_ptr.dtype.element_ty == tl.float64 else tl.float32
+    acc_t = tl.float64  # see the module comment: one rounding, on store
+    # stores go through fp32 for 16-bit outputs: the interpreter converts fp64 to bf16 wrongly
+    mid_t = tl.float64 if new_p_ptr.dtype.element_ty == tl.float64 else tl.float32
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < n
     if CONTIGUOUS:
@@ -110,9 +117,9 @@ def _sgd_step_kernel(
     new_p, new_b = _sgd_rule(
         p, g, buf, first != 0, lr, momentum, dampening, weight_decay, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY
     )
-    tl.store(new_p_ptr + offs, new_p.to(new_p_ptr.dtype.element_ty), mask=ok)
+    tl.store(new_p_ptr + offs, new_p.to(mid_t).to(new_p_ptr.dtype.element_ty), mask=ok)
     if HAS_MOMENTUM:
-        tl.store(new_b_ptr + offs, new_b.to(new_b_ptr.dtype.element_ty), mask=ok)
+        tl.store(new_b_ptr + offs, new_b.to(mid_t).to(new_b_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit
@@ -127,7 +134,9 @@ def _sgd_fused_kernel(
     BLOCK: tl.constexpr,  # elements per iteration within the chunk
 ):
     elem_t = type_ptr.dtype.element_ty
-    acc_t = tl.float64 if elem_t == tl.float64 else tl.float32
+    acc_t = tl.float64  # see the module comment: one rounding, on store
+    # stores go through fp32 for 16-bit parameters: the interpreter converts fp64 to bf16 wrongly
+    mid_t = tl.float64 if elem_t == tl.float64 else tl.float32
     pid = tl.program_id(0)
     row = table_ptr + tl.load(chunks_ptr + 2 * pid) * COLUMNS
     start = tl.load(chunks_ptr + 2 * pid + 1)
@@ -154,9 +163,9 @@ def _sgd_fused_kernel(
             p, g, buf, first != 0, lr, momentum, dampening, weight_decay,
             HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY,
         )  # fmt: skip
-        tl.store(p_ptr + offs, new_p.to(elem_t), mask=ok)
+        tl.store(p_ptr + offs, new_p.to(mid_t).to(elem_t), mask=ok)
         if HAS_MOMENTUM:
-            tl.store(b_ptr + offs, new_b.to(elem_t), mask=ok)
+            tl.store(b_ptr + offs, new_b.to(mid_t).to(elem_t), mask=ok)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -241,7 +250,7 @@ def sgd_step(
         _hyper_tensor(hyper, param.device), n, int(first_step),
         *sizes[1:], *strides[0], *strides[1], *strides[2],
         HAS_MOMENTUM=has_momentum, NESTEROV=nesterov, MAXIMIZE=maximize, HAS_WEIGHT_DECAY=hyper[3] != 0,
-        CONTIGUOUS=contiguous, BLOCK=BLOCK,
+        CONTIGUOUS=contiguous, BLOCK=BLOCK, **_NO_FMA,
     )  # fmt: skip
     return new_p, new_b
 
@@ -392,7 +401,7 @@ class SGD(torch.optim.Optimizer):
             table[:n_rows], table[n_rows:], params[0], _hyper_tensor(hyper, device),
             COLUMNS=TABLE_COLUMNS,
             HAS_MOMENTUM=has_momentum, NESTEROV=bool(group["nesterov"]), MAXIMIZE=bool(group["maximize"]),
-            HAS_WEIGHT_DECAY=hyper[3] != 0, CHUNK=CHUNK, BLOCK=CHUNK_BLOCK,
+            HAS_WEIGHT_DECAY=hyper[3] != 0, CHUNK=CHUNK, BLOCK=CHUNK_BLOCK, **_NO_FMA,
         )  # fmt: skip
         for dst, src in write_back:
             dst.copy_(src)

@@ -1,4 +1,4 @@
-"""softmax and log_softmax over any dim in Triton, rows kept in registers when they fit and streamed twice (online max and sum) when not; forward and backward."""
+"""softmax and log_softmax over any dim in Triton: rows in registers or streamed (online max); forward and backward."""
 
 from __future__ import annotations
 
@@ -13,7 +13,17 @@ import triton.language as tl
 from kernels import _runtime as rt
 from kernels._strided import collapse
 
-__all__ = ["Blocks", "LogSoftmaxFunction", "RowLayout", "SoftmaxFunction", "log_softmax", "pick_blocks", "row_layout", "row_offsets", "softmax"]
+__all__ = [
+    "Blocks",
+    "LogSoftmaxFunction",
+    "RowLayout",
+    "SoftmaxFunction",
+    "log_softmax",
+    "pick_blocks",
+    "row_layout",
+    "row_offsets",
+    "softmax",
+]
 
 # Longest row one program keeps in registers: a 16384-long fp32 row is 64 KiB, 32 values per
 # thread at 16 warps. Longer rows are streamed in chunks (read twice). Under the interpreter the
@@ -40,8 +50,13 @@ ROWS_ACROSS = 32
 @triton.jit
 def row_offsets(
     rows,  # (BLOCK_R,) int64 row indices
-    R1, R2, R3,  # collapsed row dims (R0 is implied by the row count)
-    s0, s1, s2, s3,  # one tensor's strides along those dims, in elements
+    R1,
+    R2,
+    R3,  # collapsed row dims (R0 is implied by the row count)
+    s0,
+    s1,
+    s2,
+    s3,  # one tensor's strides along those dims, in elements
     FLAT: tl.constexpr,  # only the innermost row dim is larger than 1: offset = row * s3
 ):
     """Memory offsets (int64) of the first element of each row."""
@@ -68,7 +83,9 @@ class RowLayout:
     tensors: tuple[torch.Tensor, ...]
 
 
-def row_layout(row_shape: Sequence[int], tensors: Sequence[torch.Tensor], row_dims: Sequence[Sequence[int]]) -> RowLayout:
+def row_layout(
+    row_shape: Sequence[int], tensors: Sequence[torch.Tensor], row_dims: Sequence[Sequence[int]]
+) -> RowLayout:
     """Collapse the row dims of ``tensors`` jointly (row i is the same index in each); ``row_dims[i]``
     names the dims of ``tensors[i]`` that make up the rows, in order. A tensor whose layout keeps
     more than four row dims is copied (contiguous, its rows collapse to at most two dims)."""
@@ -129,9 +146,19 @@ def _softmax_fwd_kernel(
     y_ptr,  # output, contiguous in the input's shape
     n_rows,  # number of rows (every index but the one along dim)
     L,  # row length (size along dim)
-    R1, R2, R3,  # collapsed row dims
-    xs0, xs1, xs2, xs3, xsl,  # input strides: rows, then along dim
-    ys0, ys1, ys2, ys3, ysl,  # output strides
+    R1,
+    R2,
+    R3,  # collapsed row dims
+    xs0,
+    xs1,
+    xs2,
+    xs3,
+    xsl,  # input strides: rows, then along dim
+    ys0,
+    ys1,
+    ys2,
+    ys3,
+    ysl,  # output strides
     LOG: tl.constexpr,  # log_softmax instead of softmax
     FLAT: tl.constexpr,  # rows index with one stride
     SINGLE: tl.constexpr,  # the whole row in one tile; else stream it twice
@@ -187,19 +214,38 @@ def _softmax_bwd_kernel(
     x_ptr,  # saved forward input, any layout
     g_ptr,  # grad_output, any layout (stride 0 where expanded)
     dx_ptr,  # grad_input, contiguous
-    n_rows, L,
-    R1, R2, R3,
-    xs0, xs1, xs2, xs3, xsl,  # input strides
-    gs0, gs1, gs2, gs3, gsl,  # grad_output strides
-    ds0, ds1, ds2, ds3, dsl,  # grad_input strides
-    FLAT: tl.constexpr, SINGLE: tl.constexpr,
-    BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
+    n_rows,
+    L,
+    R1,
+    R2,
+    R3,
+    xs0,
+    xs1,
+    xs2,
+    xs3,
+    xsl,  # input strides
+    gs0,
+    gs1,
+    gs2,
+    gs3,
+    gsl,  # grad_output strides
+    ds0,
+    ds1,
+    ds2,
+    ds3,
+    dsl,  # grad_input strides
+    FLAT: tl.constexpr,
+    SINGLE: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_L: tl.constexpr,
 ):
     # dx = y (g - sum(g y)), y = e / s, e = exp(x - max). Where y is close to 1 the bracket is a
     # difference of nearly equal numbers, and a y rounded to the dtype would lose it. Recomputing e
     # from x and splitting the row into its max entries (e = 1, c of them, their g summing to G)
     # and the rest (sum r of e, sum T of g e) gives the exact identity
     # g_i - sum(g y) = (c g_i - G + g_i r - T) / s with s = c + r, free of that cancellation.
+    # The bracket does not change when a constant is added to g (sum y = 1): g is shifted by its
+    # value at the row's first element, so a g constant along the row gives exact zeros.
     rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < n_rows
     x_row = row_offsets(rows, R1, R2, R3, xs0, xs1, xs2, xs3, FLAT)[:, None]
@@ -207,10 +253,12 @@ def _softmax_bwd_kernel(
     d_row = row_offsets(rows, R1, R2, R3, ds0, ds1, ds2, ds3, FLAT)[:, None]
     cols = tl.arange(0, BLOCK_L)[None, :]
     acc_ty = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
+    g_first = tl.load(g_ptr + g_row, mask=row_ok[:, None], other=0.0).to(acc_ty)
     if SINGLE:
         mask = row_ok[:, None] & (cols < L)
         x = tl.load(x_ptr + x_row + cols * xsl, mask=mask, other=-float("inf")).to(acc_ty)
         g = tl.load(g_ptr + g_row + cols * gsl, mask=mask, other=0.0).to(acc_ty)
+        g = tl.where(mask, g - g_first, 0.0)
         m = tl.max(x, axis=1)
         shift = tl.where(m == -float("inf"), 0.0, m)  # a row of -inf: s = 0, NaN as in torch
         e = tl.exp(x - shift[:, None])
@@ -233,6 +281,7 @@ def _softmax_bwd_kernel(
             mask = row_ok[:, None] & (cols + start < L)
             x = tl.load(x_ptr + x_row + (cols + start) * xsl, mask=mask, other=-float("inf")).to(acc_ty)
             g = tl.load(g_ptr + g_row + (cols + start) * gsl, mask=mask, other=0.0).to(acc_ty)
+            g = tl.where(mask, g - g_first, 0.0)
             m_new = tl.maximum(m, tl.max(x, axis=1))
             shift = tl.where(m_new == -float("inf"), 0.0, m_new)
             alpha = tl.exp(m - shift)
@@ -255,6 +304,7 @@ def _softmax_bwd_kernel(
             mask = row_ok[:, None] & (cols + start < L)
             x = tl.load(x_ptr + x_row + (cols + start) * xsl, mask=mask, other=-float("inf")).to(acc_ty)
             g = tl.load(g_ptr + g_row + (cols + start) * gsl, mask=mask, other=0.0).to(acc_ty)
+            g = tl.where(mask, g - g_first, 0.0)
             e = tl.exp(x - shift)
             bracket = (c[:, None] * g - big_g[:, None]) + g * r[:, None] - t[:, None]
             dx = (e / s) * (bracket / s)
@@ -266,13 +316,30 @@ def _log_softmax_bwd_kernel(
     y_ptr,  # saved forward output (log_softmax), contiguous
     g_ptr,  # grad_output, any layout (stride 0 where expanded)
     dx_ptr,  # grad_input, contiguous
-    n_rows, L,
-    R1, R2, R3,
-    ys0, ys1, ys2, ys3, ysl,  # saved output strides
-    gs0, gs1, gs2, gs3, gsl,  # grad_output strides
-    ds0, ds1, ds2, ds3, dsl,  # grad_input strides
-    FLAT: tl.constexpr, SINGLE: tl.constexpr,
-    BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
+    n_rows,
+    L,
+    R1,
+    R2,
+    R3,
+    ys0,
+    ys1,
+    ys2,
+    ys3,
+    ysl,  # saved output strides
+    gs0,
+    gs1,
+    gs2,
+    gs3,
+    gsl,  # grad_output strides
+    ds0,
+    ds1,
+    ds2,
+    ds3,
+    dsl,  # grad_input strides
+    FLAT: tl.constexpr,
+    SINGLE: tl.constexpr,
+    BLOCK_R: tl.constexpr,
+    BLOCK_L: tl.constexpr,
 ):
     # dx = g - exp(y) sum(g)
     rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)

@@ -41,7 +41,9 @@ def _ce_parts(x, target, weight, ignore_index):
     return logp, counted, safe, w, w_t
 
 
-def cross_entropy(x, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean", label_smoothing=0.0):
+def cross_entropy(
+    x, target, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean", label_smoothing=0.0
+):
     """torch's formula: (1 - eps) * w[t] * -logp[t] + eps / C * sum_c w[c] * -logp[c] per counted
     row (0 for ignored ones); 'mean' divides the sum by the summed w[t] of counted rows."""
     reduction = _reduction(size_average, reduce, reduction)
@@ -63,17 +65,18 @@ def cross_entropy(x, target, weight=None, size_average=None, ignore_index=-100, 
 
 
 def cross_entropy_vjp(x, target, weight, size_average, ignore_index, reduce, reduction, label_smoothing, g):
-    """d loss_i / d x[j] = p[j] ((1 - eps) w[t] + eps S_w / C) - (1 - eps) w[t] [j == t] - eps w[j] / C
-    (S_w the summed class weights), times the row's upstream gradient; only the logits get one."""
+    """d loss_i / d x[j] = (1 - eps) w[t] (p[j] - [j == t]) + eps / C (p[j] S_w - w[j]) (p the softmax,
+    S_w the summed class weights), times the row's upstream gradient; only the logits get one."""
     reduction = _reduction(size_average, reduce, reduction)
     x = np.asarray(x, dtype=np.float64)
     logp, counted, safe, w, w_t = _ce_parts(x, target, weight, ignore_index)
     n_rows, n_classes = logp.shape
     eps = float(label_smoothing)
     p = np.exp(logp)
+    onehot = np.zeros_like(p)
+    onehot[np.arange(n_rows), safe] = 1.0
     hit = (1 - eps) * w_t
-    grad = p * (hit + eps * w.sum() / n_classes)[:, None] - eps / n_classes * w[None, :]
-    grad[np.arange(n_rows), safe] -= hit
+    grad = hit[:, None] * (p - onehot) + eps / n_classes * (p * w.sum() - w[None, :])
     g = np.asarray(g, dtype=np.float64)
     scale = g.reshape(-1) if reduction == "none" else np.full(n_rows, float(g))
     if reduction == "mean":

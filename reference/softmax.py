@@ -28,13 +28,16 @@ def softmax_vjp(x: np.ndarray, dim: int, g: np.ndarray) -> tuple[np.ndarray, Non
     """y * (g - sum(g * y)), with the bracket evaluated without cancellation: split each row into
     its max entries (e = 1, c of them, g summing to G) and the rest (sum r of e, sum T of g e);
     then g_i - sum(g y) = (c g_i - G + g_i r - T) / s, s = c + r (an exact identity). The plain
-    form loses the bracket to rounding where y is close to 1 (and is not 0 where it should be)."""
+    form loses the bracket to rounding where y is close to 1. The bracket is unchanged by adding a
+    constant to g (sum y = 1): g is shifted by its first element along dim, so a g constant along
+    dim gives exact zeros."""
     x = np.asarray(x, dtype=np.float64)
     g = np.asarray(g, dtype=np.float64)
     if x.ndim == 0:
         return np.zeros(()) * g, None  # one element: the output is constant 1
     if x.size == 0:
         return np.zeros(x.shape), None
+    g = g - np.take(g, [0], axis=dim)
     with np.errstate(invalid="ignore", divide="ignore"):
         m = np.max(x, axis=dim, keepdims=True)
         e = np.exp(x - np.where(m == -np.inf, 0.0, m))

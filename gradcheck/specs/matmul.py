@@ -110,9 +110,7 @@ def _softmax_inputs(draw, dtype: torch.dtype):
     dim = draw(st.integers(-max(ndim, 1), max(ndim - 1, 0)))
     scale = draw(st.sampled_from((1.0, 1.0, 1.0, 3000.0)))
     x = draw(
-        gs.tensors(
-            shape, elements=st.sampled_from(("logits", "normal")), scale=scale, min_value=-3e4, max_value=3e4
-        )
+        gs.tensors(shape, elements=st.sampled_from(("logits", "normal")), scale=scale, min_value=-3e4, max_value=3e4)
     )
     if ndim and shape[dim] > 1 and draw(st.integers(0, 5)) == 0:
         rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))

@@ -79,5 +79,8 @@ def test_failure_message_names_op_dtype_layout_and_replay() -> None:
     assert caught.value.dtype == "float32"
     assert message.startswith("matmul16_mutant [float32]: check 'backward' failed")
     assert "(16, 16)" in message and "strides" in message
-    assert "grad of arg0" in message and "tolerance:" in message
+    assert "grad of arg0[3, 5]" in message, "the worst element is the one wrong Jacobian entry"
+    assert "tolerance:" in message
     assert "replay" in message
+    notes = "\n".join(getattr(caught.value, "__notes__", []))
+    assert "@reproduce_failure(" in notes, "Hypothesis' replay line comes with the report"

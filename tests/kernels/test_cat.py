@@ -23,7 +23,7 @@ def test_cat_of_mixed_layouts_matches_torch_bitwise(dtype):
     for dim in (1, -2):
         assert torch.equal(cat(ts, dim), torch.cat(ts, dim))
     nan = torch.full((2, 5), float("nan"), dtype=dtype, device=DEV)
-    assert torch.equal(cat([a[0], nan], 0).isnan(), torch.cat([a[0], nan], 0).isnan())
+    assert torch.equal(cat([ts[0][0], nan], 0).isnan(), torch.cat([ts[0][0], nan], 0).isnan())
 
 
 def test_cat_backward_is_slices_of_grad_output():

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import gradcheck
+from gradcheck.testing import op_tests
 from kernels import _runtime as rt
 from kernels.conv import conv2d
 
@@ -17,9 +17,14 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 RTOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_conv2d_verified(dtype):
-    gradcheck.verify_op("conv2d", dtypes=[dtype], max_examples=6)
+test_conv2d = op_tests("conv2d", max_examples=6)
+
+
+@pytest.fixture(autouse=True)
+def _tensors_on_the_kernel_device():
+    """Tensors made in these tests land where the kernels run (CUDA compiled, CPU interpreted)."""
+    with torch.device(DEVICE):
+        yield
 
 
 def _grads(fn, x, w, b, g, **kwargs):

@@ -69,7 +69,7 @@ def test_cross_entropy_bad_options_raise():
         cross_entropy(x, t, weight=_randn(5, dtype=torch.float32))
     with pytest.raises(ValueError, match="reduction='avg'"):
         cross_entropy(x, t, reduction="avg")
-    with pytest.raises(ValueError, match="label_smoothing=1.5"):
+    with pytest.raises(ValueError, match=r"label_smoothing=1\.5"):
         cross_entropy(x, t, label_smoothing=1.5)
     with pytest.raises(ValueError, match="0-d"):
         cross_entropy(_randn(), torch.tensor(0, device=rt.device()))
@@ -106,7 +106,7 @@ def test_cross_entropy_unbatched_and_spatial_inputs(reduction, smoothing):
     cases = [
         (_randn(7), torch.tensor(3, device=rt.device())),
         (_randn(2, 5, 3, 4), _targets((2, 3, 4), 5)),
-        (_randn(2, 4, 3, 5).permute(0, 3, 2, 1), _targets((2, 3, 4), 5).transpose(1, 2)),
+        (_randn(2, 4, 3, 5).permute(0, 3, 2, 1), _targets((2, 4, 3), 5).transpose(1, 2)),
     ]
     for x, t in cases:
         (loss, dx), (ref, ref_dx) = _ce_both(x, t, reduction=reduction, label_smoothing=smoothing)
@@ -126,7 +126,7 @@ def test_cross_entropy_batches_past_a_block_with_10_classes(rows):
 
 def test_cross_entropy_large_logits_and_minus_inf():
     x = _randn(5, 8) * 1e4
-    x[1, 3] = -math.inf
+    x[1, 1] = -math.inf
     t = torch.tensor([0, 1, 2, 3, 4], device=rt.device())
     (loss, dx), (ref, ref_dx) = _ce_both(x, t, reduction="none")
     torch.testing.assert_close(loss, ref)

@@ -8,20 +8,17 @@ import itertools
 import pytest
 import torch
 
-import gradcheck
 import kernels.optim
+from gradcheck.testing import op_tests
 from kernels.optim import SGD, sgd_step
 
-DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 #: Largest relative difference from torch.optim.SGD after STEPS steps: torch rounds after every
 #: operation and we once per element, a difference the training steps then carry along.
 RTOL = {torch.float64: 1e-12, torch.float32: 1e-5}
 STEPS = 10
 
 
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_sgd_step_verified(dtype):
-    gradcheck.verify_op("sgd", dtypes=[dtype], max_examples=15)
+test_sgd = op_tests("sgd", max_examples=15)
 
 
 def _model(dtype: torch.dtype) -> torch.nn.Module:
