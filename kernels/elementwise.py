@@ -434,17 +434,22 @@ def _binary_backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.T
             )  # fmt: skip
         grads = [da, db]
     # grads of broadcast inputs: the per-element term summed over the broadcast dims, in one pass
-    terms = {
-        _ADD: ((PROLOGUE_NONE, [g]), (PROLOGUE_NONE, [g])),
-        _SUB: ((PROLOGUE_NONE, [g]), (PROLOGUE_NEG, [g])),
-        _MUL: ((PROLOGUE_MUL, [g, b]), (PROLOGUE_MUL, [g, a])),
-        _DIV: ((PROLOGUE_DIV, [g, b]), (PROLOGUE_DIV_OTHER, [g, a, b])),
-    }[op]
     for i in range(2):
         if need[i] and dims[i]:
-            prologue, operands = terms[i]
+            prologue, operands = _grad_terms(op, i, g, a, b)
             grads[i] = reduce_sum(operands, shape, dims[i], ctx.input_shapes[i], prologue=prologue)
     return grads[0], grads[1]
+
+
+def _grad_terms(op: int, i: int, g: torch.Tensor, a: torch.Tensor | None, b: torch.Tensor | None):
+    """(prologue, operands) of the sum kernel for the gradient of input ``i`` (0: input, 1: other)."""
+    if op == _ADD:
+        return PROLOGUE_NONE, [g]
+    if op == _SUB:
+        return (PROLOGUE_NONE if i == 0 else PROLOGUE_NEG), [g]
+    if op == _MUL:
+        return PROLOGUE_MUL, [g, b if i == 0 else a]
+    return (PROLOGUE_DIV, [g, b]) if i == 0 else (PROLOGUE_DIV_OTHER, [g, a, b])
 
 
 def _pow_mode(p: float) -> tuple[int, bool, bool]:

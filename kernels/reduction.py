@@ -50,10 +50,12 @@ PROLOGUE_DIV_OTHER = 4  # -p0 * ((p1 / p2) / p2)  (div: grad of other, torch's r
 #: largest block and split any kernel here adds to an index before masking it).
 _INT32_LIMIT = 2**31 - 2**20
 
-#: Elements one program loads per loop step: big under the interpreter (its cost is per program and
-#: per op, not per element); 4096 on a GPU keeps 16 fp32 values per thread in flight with 8 warps.
-_TILE = 16384 if rt.INTERPRET else 4096
-#: Rows per tile when rows are the contiguous axis: 256 rows of fp32 are 1 KiB per load, coalesced.
+#: Elements one program loads per loop step: 4096 keeps 16 fp32 values per thread in flight with 8
+#: warps on a GPU; under the interpreter (whose cost is per op, hardly per element) rows past 4096,
+#: which the strategies draw, still take the loop.
+_TILE = 4096
+#: Rows per tile when rows are the contiguous axis: 256 rows of fp32 are 1 KiB per load, coalesced;
+#: the interpreter takes as many as fit (fewer programs).
 _ROW_CAP = _TILE if rt.INTERPRET else 256
 #: A split of the reduction (second kernel pass over the partial results) only pays off when each
 #: split still reads at least this many elements per row.

@@ -44,10 +44,14 @@ def softmax_vjp(x: np.ndarray, dim: int, g: np.ndarray) -> tuple:
 
 
 def softmax_vjp_terms(x: np.ndarray, dim: int, g: np.ndarray) -> tuple:
-    """Sum of |terms| of y * (g - sum(g * y)): the backward's rounding is relative to this, not to
-    its result, which cancels to 0 for a grad_output constant along ``dim``."""
+    """Sum of |terms| of y * (g - sum(g * y)), each y = exp(x - m) / sum carrying the rounding of
+    x - m amplified by |x - m|: the backward rounds relative to this, not to its result, which
+    cancels to 0 for a grad_output constant along ``dim``."""
     y = softmax_ref(x, dim)
-    return y * (np.abs(g) + (np.abs(g) * y).sum(axis=dim, keepdims=True)), None
+    sized = y * (1.0 + np.abs(x - x.max(axis=dim, keepdims=True))) if x.size else y
+    g_abs = np.abs(g)
+    row_gy, row_g_sized = (g_abs * y).sum(axis=dim, keepdims=True), (g_abs * sized).sum(axis=dim, keepdims=True)
+    return sized * (g_abs + row_gy) + y * row_g_sized, None
 
 
 def softmax_depth(x: np.ndarray, dim: int) -> int:
@@ -87,10 +91,31 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def _picked(logits: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Log-probabilities (N, C, *S), the mask of counted positions and the targets made safe to index."""
+def _counted(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The mask of counted positions and the targets made safe to index, as (N, 1, *S)."""
     valid = targets != IGNORE_INDEX
-    return _log_softmax(logits), valid, np.where(valid, targets, 0)
+    return valid, np.where(valid, targets, 0)[:, None]
+
+
+def _position_losses(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """-log p_target per position (N, *S), as log1p(sum_{j != t} exp(x_j - m) + expm1(x_t - m)) - (x_t - m):
+    two non-negative parts, so a loss near 0 (a confident right answer) keeps its relative accuracy."""
+    valid, safe = _counted(targets)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    picked = np.take_along_axis(shifted, safe, axis=1)
+    others = np.exp(shifted)
+    np.put_along_axis(others, safe, 0.0, axis=1)
+    losses = np.log1p(others.sum(axis=1, keepdims=True) + np.expm1(picked)) - picked
+    return np.where(valid, losses[:, 0], 0.0)
+
+
+def _softmax_minus_onehot(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """softmax - onehot along dim 1, the target's entry as minus the sum of the others (p_t - 1 would cancel)."""
+    _, safe = _counted(targets)
+    grad = np.exp(_log_softmax(logits))
+    np.put_along_axis(grad, safe, 0.0, axis=1)
+    np.put_along_axis(grad, safe, -grad.sum(axis=1, keepdims=True), axis=1)
+    return grad
 
 
 def _reduce(per_position: np.ndarray, valid: np.ndarray, reduction: str) -> np.ndarray:
@@ -115,34 +140,34 @@ def _position_weights(valid: np.ndarray, g: np.ndarray, reduction: str) -> np.nd
 
 
 def cross_entropy_ref(logits: np.ndarray, targets: np.ndarray, *, reduction: str) -> np.ndarray:
-    logp, valid, safe = _picked(logits, targets)
-    losses = np.where(valid, -np.take_along_axis(logp, safe[:, None], axis=1)[:, 0], 0.0)  # (N, *S)
-    return _reduce(losses, valid, reduction)
+    return _reduce(_position_losses(logits, targets), targets != IGNORE_INDEX, reduction)
 
 
 def cross_entropy_vjp(logits: np.ndarray, targets: np.ndarray, g: np.ndarray, *, reduction: str) -> tuple:
-    logp, valid, safe = _picked(logits, targets)
-    grad = np.exp(logp)
-    np.put_along_axis(grad, safe[:, None], np.take_along_axis(grad, safe[:, None], axis=1) - 1.0, axis=1)
-    return grad * _position_weights(valid, g, reduction)[:, None], None
+    weights = _position_weights(targets != IGNORE_INDEX, g, reduction)
+    return _softmax_minus_onehot(logits, targets) * weights[:, None], None
 
 
 def cross_entropy_terms(logits: np.ndarray, targets: np.ndarray, *, reduction: str) -> np.ndarray:
-    """Sum of |terms| of the loss lse - x[target] per position, reduced like the loss: the two cancel
-    for a confident right answer, and every implementation rounds them at the dtype first."""
-    logp, valid, safe = _picked(logits, targets)
-    picked = np.take_along_axis(logits, safe[:, None], axis=1)[:, 0]
-    lse = picked - np.take_along_axis(logp, safe[:, None], axis=1)[:, 0]
+    """Sum of |terms| of the loss lse - x[target], reduced like the loss: the usual formulation,
+    whose two terms cancel for a confident right answer after each is rounded at the dtype."""
+    valid, safe = _counted(targets)
+    picked = np.take_along_axis(logits, safe, axis=1)[:, 0]
+    lse = picked + _position_losses(logits, targets)
     terms = _reduce(np.where(valid, np.abs(lse) + np.abs(picked), 0.0), valid, reduction)
     return np.nan_to_num(terms)  # all ignored under 'mean': the NaN loss has no terms
 
 
 def cross_entropy_vjp_terms(logits: np.ndarray, targets: np.ndarray, g: np.ndarray, *, reduction: str) -> tuple:
-    """Sum of |terms| of (softmax - onehot) * weight: p_target - 1 cancels where p_target ~ 1."""
-    logp, valid, safe = _picked(logits, targets)
+    """Sum of |terms| of (softmax - onehot) * weight: p = exp(x - m) / sum carries the rounding of
+    x - m amplified by |x - m|, and p_target - 1 cancels where p_target ~ 1."""
+    valid, safe = _counted(targets)
+    shifted = logits - logits.max(axis=1, keepdims=True)
     onehot = np.zeros(logits.shape)
-    np.put_along_axis(onehot, safe[:, None], 1.0, axis=1)
-    return (np.exp(logp) + onehot) * np.abs(_position_weights(valid, g, reduction))[:, None], None
+    np.put_along_axis(onehot, safe, 1.0, axis=1)
+    probs = np.exp(_log_softmax(logits))
+    weights = np.abs(_position_weights(valid, g, reduction))[:, None]
+    return (probs * (1.0 + np.abs(shifted)) + onehot) * weights, None
 
 
 def cross_entropy_depth(logits: np.ndarray, targets: np.ndarray) -> int:

@@ -230,9 +230,13 @@ def softmax_vjp(x, g):
 
 
 def softmax_vjp_terms(x, g):
-    """Sum of |terms| of y * (g - sum(g * y)): rounding in y and in the row sum is relative to these."""
+    """Sum of |terms| of y * (g - sum(g * y)), each y carrying the rounding of x - max amplified by
+    |x - max|: the backward's rounding is relative to these, not to its (possibly cancelled) result."""
     y = softmax_ref(x)
-    return (y * (np.abs(g) + (np.abs(g) * y).sum(axis=-1, keepdims=True)),)
+    sized = y * (1.0 + np.abs(x - x.max(axis=-1, keepdims=True)))
+    g_abs = np.abs(g)
+    row_gy, row_g_sized = (g_abs * y).sum(axis=-1, keepdims=True), (g_abs * sized).sum(axis=-1, keepdims=True)
+    return (sized * (g_abs + row_gy) + y * row_g_sized,)
 
 
 def last_dim_depth(x, *rest) -> int:
