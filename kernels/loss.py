@@ -206,7 +206,7 @@ def _ce_fwd_kernel(
     x_t = tl.load(x_ptr + x_row + t * xsc, mask=valid, other=0.0).to(acc_ty)
     eps = tl.cast(smoothing_num, acc_ty) * (2.0**-53)
     c_f = tl.cast(C, acc_ty)
-    cols = tl.arange(0, BLOCK_C)[None, :]
+    cols = tl.arange(0, BLOCK_C).to(tl.int64)[None, :]  # int64: col * stride can pass 2^31
     x_base = x_ptr + x_row[:, None]
     w_sum = tl.zeros((1,), acc_ty)  # S_w (SMOOTH)
     wx = tl.zeros((BLOCK_R,), acc_ty)  # sum_c w[c] (x[c] - shift) (SMOOTH)
@@ -351,7 +351,7 @@ def _ce_bwd_kernel(
     hit = ((1.0 - eps) * w_t)[:, None]
     x_base = x_ptr + row_offsets(rows, R1, R2, R3, xs0, xs1, xs2, xs3, FLAT)[:, None]
     d_base = dx_ptr + row_offsets(rows, R1, R2, R3, ds0, ds1, ds2, ds3, FLAT)[:, None]
-    cols = tl.arange(0, BLOCK_C)[None, :]
+    cols = tl.arange(0, BLOCK_C).to(tl.int64)[None, :]  # int64: col * stride can pass 2^31
     for start in range(0, C, BLOCK_C):
         c_ok = cols + start < C
         mask = row_ok[:, None] & c_ok

@@ -23,12 +23,15 @@ def _config(bm: int, bn: int, bk: int, warps: int, stages: int) -> triton.Config
     )
 
 
-# The first config is the only one under the interpreter (big tiles, few programs) and a good
-# Hopper bf16/fp16 config. The rest follow the shapes that reach cuBLAS on H100-class parts with
-# wgmma (128x256 and 256x128 tiles, 8 warps, 3-4 stages fit 228 KiB of shared memory at 2 bytes
-# per element), plus smaller tiles for small or skinny problems and for fp32/fp64, whose larger
-# elements halve or quarter what fits; a config that does not fit is skipped by the autotuner.
+# The first config is the only one under the interpreter: 64x64 output tiles fit the test shapes
+# (a few dozen rows) with little padding, and a K step of 128 takes a K of 1000 in 8 steps (measured
+# fastest of 64/128/256-wide tiles on the property tests' shapes). The rest follow the shapes that
+# reach cuBLAS on H100-class parts with wgmma (128x256 and 256x128 tiles, 8 warps, 3-4 stages fit
+# 228 KiB of shared memory at 2 bytes per element), plus smaller tiles for small or skinny problems
+# and for fp32/fp64, whose larger elements halve or quarter what fits; a config that does not fit
+# is skipped by the autotuner.
 _CONFIGS = [
+    _config(64, 64, 128, 4, 3),
     _config(128, 128, 64, 8, 3),
     _config(128, 256, 64, 8, 3),
     _config(256, 128, 64, 8, 3),
@@ -72,9 +75,10 @@ def _accumulate(
     BLOCK_K: tl.constexpr,
 ):
     """acc += A[tile, :] @ B[:, tile] over the whole K dimension of one batch."""
-    rm = tl.arange(0, BLOCK_M)
-    rn = tl.arange(0, BLOCK_N)
-    rk = tl.arange(0, BLOCK_K)
+    # int64 offsets: a row stride times BLOCK_M (a K of 2^25) can pass 2^31
+    rm = tl.arange(0, BLOCK_M).to(tl.int64)
+    rn = tl.arange(0, BLOCK_N).to(tl.int64)
+    rk = tl.arange(0, BLOCK_K).to(tl.int64)
     a_ptrs = a_tile_ptr + rm[:, None] * stride_am + rk[None, :] * stride_ak
     b_ptrs = b_tile_ptr + rk[:, None] * stride_bk + rn[None, :] * stride_bn
     keep_ptrs = keep_tile_ptr + rm[:, None] * stride_km + rk[None, :] * stride_kk
@@ -225,8 +229,8 @@ def _matmul_kernel(
             BLOCK_K,
         )
 
-    rm = tl.arange(0, BLOCK_M)
-    rn = tl.arange(0, BLOCK_N)
+    rm = tl.arange(0, BLOCK_M).to(tl.int64)
+    rn = tl.arange(0, BLOCK_N).to(tl.int64)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + (n0 + rn) * stride_bias, mask=rn < n_left, other=0.0)
         acc += bias.to(acc_ty)[None, :]

@@ -169,7 +169,7 @@ def _softmax_fwd_kernel(
     row_ok = rows < n_rows
     x_row = row_offsets(rows, R1, R2, R3, xs0, xs1, xs2, xs3, FLAT)[:, None]
     y_row = row_offsets(rows, R1, R2, R3, ys0, ys1, ys2, ys3, FLAT)[:, None]
-    cols = tl.arange(0, BLOCK_L)[None, :]
+    cols = tl.arange(0, BLOCK_L).to(tl.int64)[None, :]  # int64: col * stride can pass 2^31
     acc_ty = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     if SINGLE:
         mask = row_ok[:, None] & (cols < L)
@@ -251,7 +251,7 @@ def _softmax_bwd_kernel(
     x_row = row_offsets(rows, R1, R2, R3, xs0, xs1, xs2, xs3, FLAT)[:, None]
     g_row = row_offsets(rows, R1, R2, R3, gs0, gs1, gs2, gs3, FLAT)[:, None]
     d_row = row_offsets(rows, R1, R2, R3, ds0, ds1, ds2, ds3, FLAT)[:, None]
-    cols = tl.arange(0, BLOCK_L)[None, :]
+    cols = tl.arange(0, BLOCK_L).to(tl.int64)[None, :]  # int64: col * stride can pass 2^31
     acc_ty = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     g_first = tl.load(g_ptr + g_row, mask=row_ok[:, None], other=0.0).to(acc_ty)
     if SINGLE:
@@ -347,7 +347,7 @@ def _log_softmax_bwd_kernel(
     y_row = row_offsets(rows, R1, R2, R3, ys0, ys1, ys2, ys3, FLAT)[:, None]
     g_row = row_offsets(rows, R1, R2, R3, gs0, gs1, gs2, gs3, FLAT)[:, None]
     d_row = row_offsets(rows, R1, R2, R3, ds0, ds1, ds2, ds3, FLAT)[:, None]
-    cols = tl.arange(0, BLOCK_L)[None, :]
+    cols = tl.arange(0, BLOCK_L).to(tl.int64)[None, :]  # int64: col * stride can pass 2^31
     acc_ty = tl.float64 if y_ptr.dtype.element_ty == tl.float64 else tl.float32
     if SINGLE:
         mask = row_ok[:, None] & (cols < L)

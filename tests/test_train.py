@@ -69,15 +69,16 @@ def test_float64_matches_torch_step_for_step(digits):
 
 def test_float32_training_converges_and_tracks_torch(digits):
     """The CI convergence run: 50 steps of batch 8 (400 images, under a third of an epoch) in float32 take the
-    test accuracy far above chance (10%) and the loss well down. The recipe (lr 0.04, momentum 0.8) was picked
-    in plain torch.nn for robustness: over seeds 0-7 it reaches 43-56% with the loss down 20-45%; ours at seed 0
-    reaches the same accuracy as torch.nn."""
+    test accuracy far above chance (10%) and the loss down. The recipe (lr 0.04, momentum 0.8) was picked in plain
+    torch.nn for robustness: over seeds 0-7 it reaches 43-56% with the mean loss of the last 10 steps 20-31% below
+    that of the first 10. Measured here (seed 0): 53.3% for ours and torch.nn alike, loss 2.31 -> 1.84,
+    about 90 s of one CPU core."""
     config = gt.TrainConfig(dtype="float32", batch_size=8, lr=0.04, momentum=0.8, seed=0, max_steps=50, progress=False)
     summary = gt.run(config, dataset=_subset(digits, None, 120))
     losses = summary["loss"]["ours"]
     assert len(losses) == 50 and summary["finite"]
     first, last = sum(losses[:10]) / 10, sum(losses[-10:]) / 10
-    assert last < 0.85 * first, (first, last)
+    assert last < 0.9 * first, (first, last)  # measured: 2.31 -> 1.84
     assert summary["final"]["test_acc_ours"] >= 0.3, summary["final"]
     assert abs(summary["final"]["test_acc_ours"] - summary["final"]["test_acc_torch"]) <= 0.1, summary["final"]
     # Tracking in float32: at rounding level (measured ~1e-7) until a max-pool near-tie is ordered differently
