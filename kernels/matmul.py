@@ -421,7 +421,6 @@ class LinearFunction(torch.autograd.Function):
         w3 = weight.t().unsqueeze(0).expand(x3.shape[0], -1, -1)  # (B, K, N), stride 0 along B
         _mm(x3, w3, y3, bias=bias, relu=relu)
         ctx.save_for_backward(x, weight, y if relu else None)
-        ctx.has_bias = bias is not None
         return y
 
     @staticmethod
@@ -439,7 +438,7 @@ class LinearFunction(torch.autograd.Function):
         if need_x:  # dx = g' @ W, g' = g masked where the relu output was not positive
             w3 = weight.unsqueeze(0).expand(batch, -1, -1)  # (B, N, K)
             _mm(g3, w3, next(views), keep=y3)
-        if need_w or (need_b and ctx.has_bias):  # dW = g'^T @ x over every row; db = column sums of g'
+        if need_w or need_b:  # dW = g'^T @ x over every row; db = column sums of g', in the same pass
             dw = rt.empty_like(weight)
             db = rt.empty((weight.shape[0],), dtype=weight.dtype, device=weight.device) if need_b else None
             _mm(

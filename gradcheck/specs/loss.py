@@ -13,6 +13,7 @@ import kernels.loss
 import reference.loss
 from gradcheck import strategies as gs
 from gradcheck.catalog import OpSpec
+from gradcheck.specs.matmul import UNIT_SCALE_DISTANCE
 
 __all__ = ["SPECS"]
 
@@ -65,8 +66,9 @@ def _ce_depth(x, target, weight, size_average, ignore_index, reduce, reduction, 
 
 
 def _ce_kinks(x, target, weight, size_average, ignore_index, reduce, reduction, label_smoothing) -> float:
-    """Smooth, but 'mean' over no counted target is NaN (0/0, as torch): no finite differences there."""
-    return 0.0 if reduction == "mean" and not np.any(target != ignore_index) else math.inf
+    """Smooth, with softmax's unit-scale curvature (the step is capped as there); 'mean' over no
+    counted target is NaN (0/0, as torch): no finite differences there."""
+    return 0.0 if reduction == "mean" and not np.any(target != ignore_index) else UNIT_SCALE_DISTANCE
 
 
 # ---------------------------------------------------------------------------------------------

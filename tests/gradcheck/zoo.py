@@ -455,6 +455,8 @@ def make_add_broadcast_not_reduced(bug: bool) -> Callable:
         @staticmethod
         def backward(ctx, g):
             shape_a, shape_b = ctx.shapes
+            # returning g un-reduced would not be a bug in an autograd.Function: autograd itself sums
+            # a gradient of the broadcast shape down to the input's (validate_outputs' sum_to)
             return _reduce_to(g, shape_a, accumulate=not bug), _reduce_to(g, shape_b, accumulate=not bug)
 
     return _named(AddFunction, "add")
