@@ -730,12 +730,19 @@ class _Problem:
                     inputs.append(t.requires_grad_(i in diff))
             outs = self.call(inputs, float("nan"))
             j_impl = np.zeros((n_out, n_in))
+            j_terms = np.zeros((n_out, n_in)) if self.vjp_terms is not None else None
             row = 0
             for j, shape in zip(float_outs, n_out_shapes, strict=True):
                 for flat in range(int(np.prod(shape))):
                     gs = [torch.zeros_like(outs[k]) for k in float_outs]
                     gs[float_outs.index(j)].view(-1)[flat] = 1
                     grads = self.grads([outs[k] for k in float_outs], [inputs[i] for i in diff], gs, float("nan"))
+                    if j_terms is not None:  # the op's own sum of |terms| for this row's VJP
+                        basis = [_np(gk) for gk in gs]
+                        terms = _as_tuple(self.vjp_terms(*arrays, *basis))
+                        j_terms[row] = np.concatenate(
+                            [np.abs(np.asarray(terms[i], dtype=np.float64)).ravel() for i in diff]
+                        )
                     j_impl[row] = np.concatenate(
                         [
                             np.zeros(np.size(arrays[i])) if g is None else _np(g).ravel()
@@ -765,7 +772,7 @@ class _Problem:
                     j_err[:, col] = np.abs(d1 - d2) + (self.k(arrays) + 8) * EPS64 * scale / h
                     col += 1
             tol = self.tol(arrays, grad=True)
-            bound = tol.bound(j_fd, None) + 2 * j_err
+            bound = tol.bound(j_fd, j_terms) + 2 * j_err
             err = np.abs(j_impl - j_fd)
             ratio = np.where(np.isfinite(err), err / bound, np.inf)
             o, i_ = np.unravel_index(int(np.argmax(ratio)), ratio.shape)

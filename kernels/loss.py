@@ -422,13 +422,12 @@ def _check_cross_entropy(x, target, weight, ignore_index, reduction, label_smoot
 class _CrossEntropyProblem:
     """The geometry every cross_entropy kernel shares: logits (N, C, d...) as rows x classes."""
 
-    def __init__(self, x, target, weight, ignore_index, reduction, label_smoothing):
+    def __init__(self, x, target, weight, reduction, label_smoothing):
         self.class_dim = 1 if x.dim() >= 2 else 0
         self.row_dims_x = [d for d in range(x.dim()) if d != self.class_dim]
         self.row_shape = tuple(target.shape)
         self.n_classes = x.shape[self.class_dim]
         self.weight = weight
-        self.ignore_index = ignore_index
         self.reduce = REDUCTIONS[reduction]
         self.smoothing_num = round(float(label_smoothing) * 2.0**SMOOTHING_BITS)
         self.acc_dtype = _acc_dtype(x.dtype)
@@ -440,7 +439,7 @@ class _CrossEntropyProblem:
             [*logit_like, *row_like],
             [self.row_dims_x] * len(logit_like) + [list(range(len(self.row_shape)))] * len(row_like),
         )
-        rows_contiguous = logit_like[0].stride(self.class_dim) != 1 and layout.strides[0][3] == 1
+        rows_contiguous = layout.tensors[0].stride(self.class_dim) != 1 and layout.strides[0][3] == 1
         blocks = pick_blocks(layout.n_rows, self.n_classes, rows_contiguous)
         return layout, blocks
 
@@ -478,7 +477,7 @@ class _BadTargetCount:
 def _ce_forward(x, target, weight, ignore_index, reduction, label_smoothing, need_grad: bool):
     """Loss, plus (when ``need_grad``) the gradient for grad_output = 1 (reductions 'mean' and
     'sum') and the per-row statistics the recomputing backward needs; and the summed target weight."""
-    p = _CrossEntropyProblem(x, target, weight, ignore_index, reduction, label_smoothing)
+    p = _CrossEntropyProblem(x, target, weight, reduction, label_smoothing)
     dev = x.device
     n_rows = target.numel()
     weight_t, ws = p.weight_args(x)
@@ -564,7 +563,7 @@ def _ce_forward(x, target, weight, ignore_index, reduction, label_smoothing, nee
 
 def _ce_backward(x, target, weight, ignore_index, reduction, label_smoothing, stats, totals, g) -> torch.Tensor:
     """The gradient recomputed from the logits and the saved row statistics (one pass)."""
-    p = _CrossEntropyProblem(x, target, weight, ignore_index, reduction, label_smoothing)
+    p = _CrossEntropyProblem(x, target, weight, reduction, label_smoothing)
     dx = rt.empty_like(x)
     n_rows = target.numel()
     if dx.numel() == 0:
@@ -604,11 +603,14 @@ def _ce_backward(x, target, weight, ignore_index, reduction, label_smoothing, st
 
 class CrossEntropyFunction(torch.autograd.Function):
     """Design: for 'mean' and 'sum' the forward's one read of the logits also writes the gradient
-    for grad_output = 1, and the backward scales it in place, skipping the pass when grad_output
-    is exactly 1 (loss.backward()): 2 N C memory traffic against 3 N C for recomputing in the
-    backward. 'none' has a per-row grad_output that the forward cannot know, so its backward
-    recomputes from the saved row statistics (one read, one write), as does any second backward
-    through a retained graph (the stored gradient is spent by the first)."""
+    for grad_output = 1, and the backward scales it in place; the scaling kernel reads
+    grad_output on the device and skips the pass when it is exactly 1 (loss.backward(), the
+    training case). Forward + backward then moves 2 N C elements, against 3 N C for recomputing
+    the gradient in the backward (read the logits twice, write once); with any other grad_output
+    it moves 4 N C (the stored gradient is read and written again), a third more than recomputing.
+    'none' has a per-row grad_output the forward cannot know, so its backward recomputes from the
+    saved row statistics (shift and log-sum per row: one read, one write), as does a second
+    backward through a retained graph (the stored gradient is spent by the first)."""
 
     @staticmethod
     def forward(ctx, x, target, weight, ignore_index, reduction, label_smoothing):

@@ -22,7 +22,7 @@ __all__ = ["SPECS", "UNIT_SCALE_DISTANCE"]
 _DOT_ELEMENTS = st.sampled_from(("normal", "normal", "uniform", "integers"))
 #: Output elements (batch * M * N) at most: matmul_shapes bounds M K and K N, not M N (two sides of
 #: 1025 would make a million-element product, minutes under the interpreter).
-_MAX_OUTPUT = 1 << 13
+_MAX_OUTPUT = 1 << 12
 
 
 def _bounded(shapes: tuple[tuple[int, ...], tuple[int, ...]]) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -49,7 +49,7 @@ def _bounded(shapes: tuple[tuple[int, ...], tuple[int, ...]]) -> tuple[tuple[int
 def _matmul_inputs(draw, dtype: torch.dtype):
     """(M, K) @ (K, N), batched with a broadcast batch of 1, and now and then a 3-D operand against
     a 2-D one (torch broadcasts the 2-D side along the batch)."""
-    a_shape, b_shape = _bounded(draw(gs.matmul_shapes(batch=None, max_side=48, max_k=1000, max_numel=1 << 14)))
+    a_shape, b_shape = _bounded(draw(gs.matmul_shapes(batch=None, max_side=48, max_k=1000, max_numel=1 << 13)))
     if len(a_shape) == 3 and draw(st.integers(0, 3)) == 0:
         if a_shape[0] == 1:
             a_shape = a_shape[1:]
@@ -78,7 +78,7 @@ def _matmul_depth(a, b) -> int:
 @st.composite
 def _linear_inputs(draw, dtype: torch.dtype):
     """x (..., K) with no, one or two leading dims, weight (N, K), bias (N,) or None."""
-    (m, k), (_, n) = _bounded(draw(gs.matmul_shapes(batch=False, max_side=48, max_k=1000, max_numel=1 << 14)))
+    (m, k), (_, n) = _bounded(draw(gs.matmul_shapes(batch=False, max_side=48, max_k=1000, max_numel=1 << 13)))
     lead = draw(st.sampled_from(("rows", "rows", "none", "two")))
     if lead == "none":
         x_shape: tuple[int, ...] = (k,)
