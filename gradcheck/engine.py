@@ -603,9 +603,10 @@ class _Problem:
                 return None
         return h
 
-    def fd_directional(self, arrays, diff, vs, gs, float_outs, h, f64) -> tuple[float, float]:
+    def fd_directional(self, arrays, diff, vs, gs, float_outs, h, f64, slopes) -> tuple[float, float]:
         """Richardson-extrapolated central difference of phi(t) = sum_j <g_j, f_j(x + t v)>;
-        returns (estimate, error bound)."""
+        returns (estimate, error bound). ``slopes`` are the gradients of phi (the VJPs), which
+        carry the rounding of x + t v into phi."""
 
         def phi(t: float) -> tuple[float, float]:
             moved = list(arrays)
@@ -625,8 +626,15 @@ class _Problem:
         d2 = (p2 - m2) / (4 * h)
         estimate = (4 * d1 - d2) / 3
         # truncation: Richardson's error is far below |d1 - d2| (an O(h^2) difference); rounding:
-        # each phi carries about (K + 8) eps * sum|g f| of error, amplified by 1/h
-        rounding = (self.k(arrays) + 8) * EPS64 * a1 / h
+        # each phi carries about (K + 8) eps * sum|g f| of error from the forward, and
+        # eps * sum|x * dphi/dx| from rounding x + t v (all of it where f(x) cancels to 0, as
+        # a - b at a = b), amplified by 1/h
+        moved = sum(
+            float(np.sum(np.abs(np.asarray(arrays[i], dtype=np.float64) * s)))
+            for i, s in zip(diff, slopes, strict=True)
+            if s is not None
+        )
+        rounding = ((self.k(arrays) + 8) * a1 + 2 * moved) * EPS64 / h
         return estimate, abs(d1 - d2) + rounding
 
     def check_fd(self, args, arrays, diff, grads, ref_grads, g_seen, float_outs, data) -> None:
@@ -643,7 +651,9 @@ class _Problem:
             vs.append(v / max(float(np.max(np.abs(v))) if v.size else 1.0, 1e-300))
         gs = {j: g_seen[j].numpy() for j in float_outs}
         with self.timed("backward_fd"):
-            est, fd_err = self.fd_directional(arrays, diff, vs, gs, float_outs, h, self.f64)
+            # the reference's VJP only: a wrong implementation gradient must not widen the bound
+            slopes = [ref_grads[i] for i in diff]
+            est, fd_err = self.fd_directional(arrays, diff, vs, gs, float_outs, h, self.f64, slopes)
             if not (np.isfinite(est) and np.isfinite(fd_err)):
                 # the forward is NaN or inf near x (an all-ignored mean loss): no derivative there
                 self.record("backward_fd", skipped=True)
@@ -687,6 +697,7 @@ class _Problem:
                         float_outs,
                         h,
                         lambda a: [np.asarray(o) for o in _as_tuple(self.reference(*a))],
+                        [ref_grads[i] for i in diff],
                     )
                 else:
                     est_r, fd_err_r = est, fd_err
@@ -769,7 +780,8 @@ class _Problem:
                     d2 = (column(2 * h) - column(-2 * h)) / (4 * h)
                     j_fd[:, col] = (4 * d1 - d2) / 3
                     scale = np.concatenate([np.abs(np.asarray(base[k], dtype=np.float64)).ravel() for k in float_outs])
-                    j_err[:, col] = np.abs(d1 - d2) + (self.k(arrays) + 8) * EPS64 * scale / h
+                    moved = 2 * abs(float(np.asarray(arrays[i]).reshape(-1)[flat])) * np.abs(j_fd[:, col])
+                    j_err[:, col] = np.abs(d1 - d2) + ((self.k(arrays) + 8) * scale + moved) * EPS64 / h
                     col += 1
             tol = self.tol(arrays, grad=True)
             bound = tol.bound(j_fd, j_terms) + 2 * j_err

@@ -8,7 +8,7 @@ import triton.language as tl
 
 from kernels import _runtime as rt
 from kernels._strided import flat_strides
-from kernels.softmax import TILE, pick_blocks, row_layout, row_offsets
+from kernels.softmax import TILE, log_top_plus_rest, pick_blocks, row_layout, row_offsets
 
 __all__ = ["CrossEntropyFunction", "MSELossFunction", "cross_entropy", "mse_loss"]
 
@@ -216,25 +216,36 @@ def _ce_fwd_kernel(
         mask = row_ok[:, None] & c_ok
         x = tl.load(x_base + cols * xsc, mask=mask, other=-float("inf")).to(acc_ty)
         m = tl.max(x, axis=1)
-        shift = tl.where(m == -float("inf"), 0.0, m)  # a row of -inf: exp gives 0, log 0 = -inf
+        shift = tl.where(m == -float("inf"), 0.0, m)  # a row of -inf: exp gives 0, the loss NaN
         e = tl.exp(x - shift[:, None])
-        s = tl.sum(e, axis=1)
+        top = mask & (x == m[:, None])  # the max entries: e = 1 (split off for log_top_plus_rest)
+        c = tl.sum(tl.where(top, e, 0.0), axis=1)
+        r = tl.sum(tl.where(top, 0.0, e), axis=1)
         if SMOOTH:
             wc = _class_weights(weight_ptr, cols, c_ok, ws, acc_ty, HAS_WEIGHT)
             w_sum = tl.sum(wc, axis=1)
             wx = tl.sum(tl.where(mask, wc * (x - shift[:, None]), 0.0), axis=1)
     else:
-        # online: the running max m and sum s of exp(x - shift), rescaled when the max grows
+        # online, as in kernels.softmax: the running max m, the sums c of exp(x - shift) over the
+        # entries equal to it and r over the rest, rescaled (and the old max entries moved to r)
+        # when the max grows
         m = tl.full((BLOCK_R,), -float("inf"), acc_ty)
         shift = tl.zeros((BLOCK_R,), acc_ty)
-        s = tl.zeros((BLOCK_R,), acc_ty)
+        c = tl.zeros((BLOCK_R,), acc_ty)
+        r = tl.zeros((BLOCK_R,), acc_ty)
         for start in range(0, C, BLOCK_C):
             c_ok = cols + start < C
             mask = row_ok[:, None] & c_ok
             x = tl.load(x_base + (cols + start) * xsc, mask=mask, other=-float("inf")).to(acc_ty)
             m_new = tl.maximum(m, tl.max(x, axis=1))
             shift_new = tl.where(m_new == -float("inf"), 0.0, m_new)
-            s = s * tl.exp(m - shift_new) + tl.sum(tl.exp(x - shift_new[:, None]), axis=1)
+            alpha = tl.exp(m - shift_new)
+            r = r * alpha + tl.where(m_new > m, c * alpha, 0.0)
+            c = tl.where(m_new > m, 0.0, c)
+            e = tl.exp(x - shift_new[:, None])
+            top = mask & (x == m_new[:, None])
+            c += tl.sum(tl.where(top, e, 0.0), axis=1)
+            r += tl.sum(tl.where(top, 0.0, e), axis=1)
             if SMOOTH:
                 wc = _class_weights(weight_ptr, cols + start, c_ok, ws, acc_ty, HAS_WEIGHT)
                 wx += w_sum * (shift - shift_new)  # re-centre the earlier chunks on the new shift
@@ -242,7 +253,8 @@ def _ce_fwd_kernel(
                 w_sum += tl.sum(wc, axis=1)
             m = m_new
             shift = shift_new
-    log_s = tl.log(s)
+    s = c + r
+    log_s = log_top_plus_rest(c, r)
     nll = log_s - (x_t - shift)  # lse - x[t]
     if SMOOTH:
         loss = (1.0 - eps) * w_t * nll + eps / c_f * (w_sum * log_s - wx)

@@ -84,14 +84,14 @@ def _accumulate(
     keep_ptrs = keep_tile_ptr + rm[:, None] * stride_km + rk[None, :] * stride_kk
     m_ok = rm[:, None] < m_left
     n_ok = rn[None, :] < n_left
-    for k in range(0, tl.cdiv(K, BLOCK_K)):
-        k_left = K - k * BLOCK_K
+    for k0 in range(0, K, BLOCK_K):
+        k_left = K - k0
         a_mask = m_ok & (rk[None, :] < k_left)
         a = tl.load(a_ptrs, mask=a_mask, other=0.0)
         b = tl.load(b_ptrs, mask=(rk[:, None] < k_left) & n_ok, other=0.0)
         if MASK_A:  # relu backward: the gradient passes where the forward output was positive
             keep = tl.load(keep_ptrs, mask=a_mask, other=0.0).to(acc.dtype)
-            a = tl.where(keep > 0, a, tl.zeros_like(a))
+            a = tl.where(keep > 0, a, 0.0).to(a.dtype)
             keep_ptrs += BLOCK_K * stride_kk
         if ROWSUM_A:  # noqa: SIM102  (a constexpr, then a runtime condition: Triton wants two ifs)
             if do_rowsum:
@@ -149,8 +149,8 @@ def _matmul_kernel(
 ):
     # program -> (batch, tile row, tile column), tile rows grouped for L2 reuse
     pid = tl.program_id(0)
-    num_m = tl.cdiv(M, BLOCK_M)
-    num_n = tl.cdiv(N, BLOCK_N)
+    num_m = (M + BLOCK_M - 1) // BLOCK_M  # (tl.cdiv is a device-function call: slow in the interpreter)
+    num_n = (N + BLOCK_N - 1) // BLOCK_N
     tiles = num_m * num_n
     pid_b = pid // tiles
     t = pid % tiles

@@ -19,6 +19,7 @@ __all__ = [
     "RowLayout",
     "SoftmaxFunction",
     "log_softmax",
+    "log_top_plus_rest",
     "pick_blocks",
     "row_layout",
     "row_offsets",
@@ -69,6 +70,17 @@ def row_offsets(
     i1 = r % R1
     i0 = r // R1
     return i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3
+
+
+@triton.jit
+def log_top_plus_rest(c, r):
+    """log(c + r), c >= 1 the sum of exp(x - max) over a row's max entries (each 1) and r over the
+    rest: log(c) + log1p(r / c), log1p(u) = u log(1 + u) / ((1 + u) - 1) (Goldberg's formula, a
+    few ulps), accurate where r << c and log(c + r) would round r away (the max entry's
+    log-probability, close to 0). A row of -inf (c = r = 0) gives NaN."""
+    u = r / c
+    w = 1.0 + u
+    return tl.log(c) + tl.where(w == 1.0, u, u * tl.log(w) / (w - 1.0))
 
 
 @dataclass(frozen=True)
@@ -174,38 +186,50 @@ def _softmax_fwd_kernel(
     if SINGLE:
         mask = row_ok[:, None] & (cols < L)
         x = tl.load(x_ptr + x_row + cols * xsl, mask=mask, other=-float("inf")).to(acc_ty)
-        m = tl.max(x, axis=1)
+        m = tl.max(x, axis=1)[:, None]
         # a row of -inf: shift by 0, so exp gives 0, the sum 0, and 0/0 = NaN as in torch
-        m = tl.where(m == -float("inf"), 0.0, m)[:, None]
-        e = tl.exp(x - m)
-        s = tl.sum(e, axis=1)[:, None]
+        shift = tl.where(m == -float("inf"), 0.0, m)
+        e = tl.exp(x - shift)
         if LOG:
-            y = (x - m) - tl.log(s)
+            top = mask & (x == m)
+            c = tl.sum(tl.where(top, e, 0.0), axis=1)[:, None]
+            r = tl.sum(tl.where(top, 0.0, e), axis=1)[:, None]
+            y = (x - shift) - log_top_plus_rest(c, r)
         else:
-            y = e / s
+            y = e / tl.sum(e, axis=1)[:, None]
         tl.store(y_ptr + y_row + cols * ysl, y.to(y_ptr.dtype.element_ty), mask=mask)
     else:
-        # pass 1: running max m and sum s of exp(x - m), rescaled when the max grows
+        # pass 1, online: the running max m, the sum c of exp(x - m) over the entries equal to it
+        # (each exp(0) = 1) and r over the rest; when the max grows, both rescale by exp(m - m_new)
+        # and the old max entries join the rest
         m = tl.full((BLOCK_R,), -float("inf"), acc_ty)
-        s = tl.zeros((BLOCK_R,), acc_ty)
+        c = tl.zeros((BLOCK_R,), acc_ty)
+        r = tl.zeros((BLOCK_R,), acc_ty)
         for start in range(0, L, BLOCK_L):
             mask = row_ok[:, None] & (cols + start < L)
             x = tl.load(x_ptr + x_row + (cols + start) * xsl, mask=mask, other=-float("inf")).to(acc_ty)
             m_new = tl.maximum(m, tl.max(x, axis=1))
             shift = tl.where(m_new == -float("inf"), 0.0, m_new)
-            s = s * tl.exp(m - shift) + tl.sum(tl.exp(x - shift[:, None]), axis=1)
+            alpha = tl.exp(m - shift)
+            r = r * alpha + tl.where(m_new > m, c * alpha, 0.0)
+            c = tl.where(m_new > m, 0.0, c)
+            e = tl.exp(x - shift[:, None])
+            top = mask & (x == m_new[:, None])
+            c += tl.sum(tl.where(top, e, 0.0), axis=1)
+            r += tl.sum(tl.where(top, 0.0, e), axis=1)
             m = m_new
-        m = tl.where(m == -float("inf"), 0.0, m)[:, None]
-        s = s[:, None]
-        log_s = tl.log(s)
+        shift = tl.where(m == -float("inf"), 0.0, m)[:, None]
+        c = c[:, None]
+        r = r[:, None]
+        log_s = log_top_plus_rest(c, r)
         # pass 2: normalise
         for start in range(0, L, BLOCK_L):
             mask = row_ok[:, None] & (cols + start < L)
             x = tl.load(x_ptr + x_row + (cols + start) * xsl, mask=mask, other=-float("inf")).to(acc_ty)
             if LOG:
-                y = (x - m) - log_s
+                y = (x - shift) - log_s
             else:
-                y = tl.exp(x - m) / s
+                y = tl.exp(x - shift) / (c + r)
             tl.store(y_ptr + y_row + (cols + start) * ysl, y.to(y_ptr.dtype.element_ty), mask=mask)
 
 
@@ -234,18 +258,23 @@ def _softmax_bwd_kernel(
     ds2,
     ds3,
     dsl,  # grad_input strides
+    LOG: tl.constexpr,  # log_softmax's gradient instead of softmax's
     FLAT: tl.constexpr,
     SINGLE: tl.constexpr,
     BLOCK_R: tl.constexpr,
     BLOCK_L: tl.constexpr,
 ):
-    # dx = y (g - sum(g y)), y = e / s, e = exp(x - max). Where y is close to 1 the bracket is a
-    # difference of nearly equal numbers, and a y rounded to the dtype would lose it. Recomputing e
-    # from x and splitting the row into its max entries (e = 1, c of them, their g summing to G)
-    # and the rest (sum r of e, sum T of g e) gives the exact identity
-    # g_i - sum(g y) = (c g_i - G + g_i r - T) / s with s = c + r, free of that cancellation.
-    # The bracket does not change when a constant is added to g (sum y = 1): g is shifted by its
-    # value at the row's first element, so a g constant along the row gives exact zeros.
+    # Both gradients are recomputed from x (e = exp(x - max), s = sum e, p = e / s), never from a
+    # saved output rounded to the dtype, and arranged so that no result is a difference of nearly
+    # equal rounded numbers where the exact result is small or 0:
+    # - g is shifted by k, its value at the row's first element: g' = g - k (exact zeros when g is
+    #   constant along the row, and no loss when it nearly is);
+    # - softmax: dx = p (g - sum(g p)), and the bracket is invariant to the shift. Split the row
+    #   into its max entries (e = 1, c of them, g' summing to G) and the rest (sum r of e, sum T of
+    #   g' e): g'_i - sum(g' p) = (c g'_i - G + g'_i r - T) / s with s = c + r. Where p is close to
+    #   1 the plain bracket cancels; this one does not.
+    # - log_softmax: dx = g - p sum(g) = g'_i + k (s - L e_i) / s - e_i S / s with S = sum g'
+    #   (exactly 0 for a constant g and x, where p = 1 / L).
     rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < n_rows
     x_row = row_offsets(rows, R1, R2, R3, xs0, xs1, xs2, xs3, FLAT)[:, None]
@@ -253,119 +282,78 @@ def _softmax_bwd_kernel(
     d_row = row_offsets(rows, R1, R2, R3, ds0, ds1, ds2, ds3, FLAT)[:, None]
     cols = tl.arange(0, BLOCK_L).to(tl.int64)[None, :]  # int64: col * stride can pass 2^31
     acc_ty = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
-    g_first = tl.load(g_ptr + g_row, mask=row_ok[:, None], other=0.0).to(acc_ty)
+    k = tl.load(g_ptr + g_row, mask=row_ok[:, None], other=0.0).to(acc_ty)
+    length = tl.cast(L, acc_ty)
     if SINGLE:
         mask = row_ok[:, None] & (cols < L)
         x = tl.load(x_ptr + x_row + cols * xsl, mask=mask, other=-float("inf")).to(acc_ty)
         g = tl.load(g_ptr + g_row + cols * gsl, mask=mask, other=0.0).to(acc_ty)
-        g = tl.where(mask, g - g_first, 0.0)
+        g = tl.where(mask, g - k, 0.0)
         m = tl.max(x, axis=1)
         shift = tl.where(m == -float("inf"), 0.0, m)  # a row of -inf: s = 0, NaN as in torch
         e = tl.exp(x - shift[:, None])
-        top = mask & (x == m[:, None])
-        c = tl.sum(tl.where(top, e, 0.0), axis=1)
-        big_g = tl.sum(tl.where(top, g, 0.0), axis=1)
-        r = tl.sum(tl.where(top, 0.0, e), axis=1)
-        t = tl.sum(tl.where(top, 0.0, g * e), axis=1)
-        s = (c + r)[:, None]
-        bracket = (c[:, None] * g - big_g[:, None]) + g * r[:, None] - t[:, None]
-        tl.store(dx_ptr + d_row + cols * dsl, ((e / s) * (bracket / s)).to(dx_ptr.dtype.element_ty), mask=mask)
+        if LOG:
+            s = tl.sum(e, axis=1)[:, None]
+            big_s = tl.sum(g, axis=1)[:, None]
+            dx = g + k * ((s - length * e) / s) - e * (big_s / s)
+        else:
+            top = mask & (x == m[:, None])
+            c = tl.sum(tl.where(top, e, 0.0), axis=1)[:, None]
+            big_g = tl.sum(tl.where(top, g, 0.0), axis=1)[:, None]
+            r = tl.sum(tl.where(top, 0.0, e), axis=1)[:, None]
+            t = tl.sum(tl.where(top, 0.0, g * e), axis=1)[:, None]
+            s = c + r
+            dx = (e / s) * (((c * g - big_g) + g * r - t) / s)
+        tl.store(dx_ptr + d_row + cols * dsl, dx.to(dx_ptr.dtype.element_ty), mask=mask)
     else:
-        # pass 1, online: when the max grows, the old max entries join the rest at exp(m - m_new)
+        # pass 1, online: when the max grows, sums of e rescale by exp(m - m_new), and (softmax)
+        # the old max entries join the rest
         m = tl.full((BLOCK_R,), -float("inf"), acc_ty)
         c = tl.zeros((BLOCK_R,), acc_ty)
         big_g = tl.zeros((BLOCK_R,), acc_ty)
-        r = tl.zeros((BLOCK_R,), acc_ty)
-        t = tl.zeros((BLOCK_R,), acc_ty)
+        r = tl.zeros((BLOCK_R,), acc_ty)  # log_softmax: the whole sum of e
+        t = tl.zeros((BLOCK_R,), acc_ty)  # log_softmax: the sum of g'
         for start in range(0, L, BLOCK_L):
             mask = row_ok[:, None] & (cols + start < L)
             x = tl.load(x_ptr + x_row + (cols + start) * xsl, mask=mask, other=-float("inf")).to(acc_ty)
             g = tl.load(g_ptr + g_row + (cols + start) * gsl, mask=mask, other=0.0).to(acc_ty)
-            g = tl.where(mask, g - g_first, 0.0)
+            g = tl.where(mask, g - k, 0.0)
             m_new = tl.maximum(m, tl.max(x, axis=1))
             shift = tl.where(m_new == -float("inf"), 0.0, m_new)
             alpha = tl.exp(m - shift)
-            grew = m_new > m
-            r = r * alpha + tl.where(grew, c * alpha, 0.0)
-            t = t * alpha + tl.where(grew, big_g * alpha, 0.0)
-            c = tl.where(grew, 0.0, c)
-            big_g = tl.where(grew, 0.0, big_g)
             e = tl.exp(x - shift[:, None])
-            top = mask & (x == m_new[:, None])
-            c += tl.sum(tl.where(top, e, 0.0), axis=1)
-            big_g += tl.sum(tl.where(top, g, 0.0), axis=1)
-            r += tl.sum(tl.where(top, 0.0, e), axis=1)
-            t += tl.sum(tl.where(top, 0.0, g * e), axis=1)
+            if LOG:
+                r = r * alpha + tl.sum(e, axis=1)
+                t += tl.sum(g, axis=1)
+            else:
+                grew = m_new > m
+                r = r * alpha + tl.where(grew, c * alpha, 0.0)
+                t = t * alpha + tl.where(grew, big_g * alpha, 0.0)
+                c = tl.where(grew, 0.0, c)
+                big_g = tl.where(grew, 0.0, big_g)
+                top = mask & (x == m_new[:, None])
+                c += tl.sum(tl.where(top, e, 0.0), axis=1)
+                big_g += tl.sum(tl.where(top, g, 0.0), axis=1)
+                r += tl.sum(tl.where(top, 0.0, e), axis=1)
+                t += tl.sum(tl.where(top, 0.0, g * e), axis=1)
             m = m_new
         shift = tl.where(m == -float("inf"), 0.0, m)[:, None]
-        s = (c + r)[:, None]
+        c = c[:, None]
+        big_g = big_g[:, None]
+        r = r[:, None]
+        t = t[:, None]
+        s = r if LOG else c + r
         # pass 2
         for start in range(0, L, BLOCK_L):
             mask = row_ok[:, None] & (cols + start < L)
             x = tl.load(x_ptr + x_row + (cols + start) * xsl, mask=mask, other=-float("inf")).to(acc_ty)
             g = tl.load(g_ptr + g_row + (cols + start) * gsl, mask=mask, other=0.0).to(acc_ty)
-            g = tl.where(mask, g - g_first, 0.0)
+            g = tl.where(mask, g - k, 0.0)
             e = tl.exp(x - shift)
-            bracket = (c[:, None] * g - big_g[:, None]) + g * r[:, None] - t[:, None]
-            dx = (e / s) * (bracket / s)
-            tl.store(dx_ptr + d_row + (cols + start) * dsl, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
-def _log_softmax_bwd_kernel(
-    y_ptr,  # saved forward output (log_softmax), contiguous
-    g_ptr,  # grad_output, any layout (stride 0 where expanded)
-    dx_ptr,  # grad_input, contiguous
-    n_rows,
-    L,
-    R1,
-    R2,
-    R3,
-    ys0,
-    ys1,
-    ys2,
-    ys3,
-    ysl,  # saved output strides
-    gs0,
-    gs1,
-    gs2,
-    gs3,
-    gsl,  # grad_output strides
-    ds0,
-    ds1,
-    ds2,
-    ds3,
-    dsl,  # grad_input strides
-    FLAT: tl.constexpr,
-    SINGLE: tl.constexpr,
-    BLOCK_R: tl.constexpr,
-    BLOCK_L: tl.constexpr,
-):
-    # dx = g - exp(y) sum(g)
-    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
-    row_ok = rows < n_rows
-    y_row = row_offsets(rows, R1, R2, R3, ys0, ys1, ys2, ys3, FLAT)[:, None]
-    g_row = row_offsets(rows, R1, R2, R3, gs0, gs1, gs2, gs3, FLAT)[:, None]
-    d_row = row_offsets(rows, R1, R2, R3, ds0, ds1, ds2, ds3, FLAT)[:, None]
-    cols = tl.arange(0, BLOCK_L).to(tl.int64)[None, :]  # int64: col * stride can pass 2^31
-    acc_ty = tl.float64 if y_ptr.dtype.element_ty == tl.float64 else tl.float32
-    if SINGLE:
-        mask = row_ok[:, None] & (cols < L)
-        y = tl.load(y_ptr + y_row + cols * ysl, mask=mask, other=0.0).to(acc_ty)
-        g = tl.load(g_ptr + g_row + cols * gsl, mask=mask, other=0.0).to(acc_ty)
-        dx = g - tl.exp(y) * tl.sum(g, axis=1)[:, None]
-        tl.store(dx_ptr + d_row + cols * dsl, dx.to(dx_ptr.dtype.element_ty), mask=mask)
-    else:
-        total = tl.zeros((BLOCK_R,), acc_ty)
-        for start in range(0, L, BLOCK_L):
-            mask = row_ok[:, None] & (cols + start < L)
-            total += tl.sum(tl.load(g_ptr + g_row + (cols + start) * gsl, mask=mask, other=0.0).to(acc_ty), axis=1)
-        total = total[:, None]
-        for start in range(0, L, BLOCK_L):
-            mask = row_ok[:, None] & (cols + start < L)
-            y = tl.load(y_ptr + y_row + (cols + start) * ysl, mask=mask, other=0.0).to(acc_ty)
-            g = tl.load(g_ptr + g_row + (cols + start) * gsl, mask=mask, other=0.0).to(acc_ty)
-            dx = g - tl.exp(y) * total
+            if LOG:
+                dx = g + k * ((s - length * e) / s) - e * (t / s)
+            else:
+                dx = (e / s) * (((c * g - big_g) + g * r - t) / s)
             tl.store(dx_ptr + d_row + (cols + start) * dsl, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
@@ -419,19 +407,19 @@ def _forward(x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
     return y
 
 
-def _backward(saved: torch.Tensor, g: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
-    """grad_input from the saved input (softmax) or output (log_softmax) and grad_output."""
-    if saved.dim() == 0:
-        return _backward(saved.reshape(1), g.reshape(1), 0, log).reshape(())
-    dim = rt.canonical_dim(dim, saved.dim())
-    dx = rt.empty_like(saved)
+def _backward(x: torch.Tensor, g: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
+    """grad_input from the saved input and grad_output."""
+    if x.dim() == 0:
+        return _backward(x.reshape(1), g.reshape(1), 0, log).reshape(())
+    dim = rt.canonical_dim(dim, x.dim())
+    dx = rt.empty_like(x)
     if dx.numel():
-        _launch(_log_softmax_bwd_kernel if log else _softmax_bwd_kernel, dim, (saved, g, dx))
+        _launch(_softmax_bwd_kernel, dim, (x, g, dx), LOG=log)
     return dx
 
 
 class SoftmaxFunction(torch.autograd.Function):
-    """Saves the input: the backward recomputes exp(x - max) from it (see _softmax_bwd_kernel)."""
+    """Saves the input, not the output: the backward recomputes exp(x - max) (see _softmax_bwd_kernel)."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -447,19 +435,19 @@ class SoftmaxFunction(torch.autograd.Function):
 
 
 class LogSoftmaxFunction(torch.autograd.Function):
-    """Saves the output: dx = g - exp(y) sum(g) has no cancellation to guard against."""
+    """Saves the input, not the output, as SoftmaxFunction."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, dim: int) -> torch.Tensor:
         y = _forward(x, dim, log=True)
-        ctx.save_for_backward(y)
+        ctx.save_for_backward(x)
         ctx.dim = dim
         return y
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
-        (y,) = ctx.saved_tensors
-        return _backward(y, g, ctx.dim, log=True), None
+        (x,) = ctx.saved_tensors
+        return _backward(x, g, ctx.dim, log=True), None
 
 
 def _cast(x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
@@ -467,11 +455,11 @@ def _cast(x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return x if dtype is None else x.to(dtype)
 
 
-def softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+def softmax(input: torch.Tensor, dim: int, *, dtype: torch.dtype | None = None) -> torch.Tensor:
     """``torch.nn.functional.softmax`` in Triton: exp(x - max) / sum along ``dim``."""
     return SoftmaxFunction.apply(_cast(input, dtype), dim)
 
 
-def log_softmax(input: torch.Tensor, dim: int, dtype: torch.dtype | None = None) -> torch.Tensor:
+def log_softmax(input: torch.Tensor, dim: int, *, dtype: torch.dtype | None = None) -> torch.Tensor:
     """``torch.nn.functional.log_softmax`` in Triton: (x - max) - log(sum(exp(x - max))) along ``dim``."""
     return LogSoftmaxFunction.apply(_cast(input, dtype), dim)

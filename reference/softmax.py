@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["log_softmax", "log_softmax_vjp", "softmax", "softmax_vjp"]
+__all__ = ["log_softmax", "log_softmax_vjp", "log_sum_exp_shifted", "softmax", "softmax_vjp"]
 
 
 def _shifted(x: np.ndarray, dim: int) -> np.ndarray:
@@ -51,19 +51,42 @@ def softmax_vjp(x: np.ndarray, dim: int, g: np.ndarray) -> tuple[np.ndarray, Non
 
 
 def log_softmax(x: np.ndarray, dim: int) -> np.ndarray:
+    """(x - max) - log(sum exp(x - max)), the log-sum split as log(c) + log1p(r / c) (c the row's
+    max entries, each exp(0) = 1; r the rest): accurate where the max entry's log-probability is
+    close to 0, which log(c + r) would round to a few ulps of 1."""
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 0:
         return log_softmax(x.reshape(1), 0).reshape(())
     if x.size == 0:
         return x.copy()
-    z = _shifted(x, dim)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return z - np.log(np.sum(np.exp(z), axis=dim, keepdims=True))
+    return _shifted(x, dim) - log_sum_exp_shifted(x, dim)
+
+
+def log_sum_exp_shifted(x: np.ndarray, dim: int) -> np.ndarray:
+    """log(sum exp(x - max)) along ``dim`` (keepdims), as log(c) + log1p(r / c)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = np.max(x, axis=dim, keepdims=True)
+        e = np.exp(x - np.where(m == -np.inf, 0.0, m))
+        top = x == m
+        c = np.sum(np.where(top, e, 0.0), axis=dim, keepdims=True)
+        r = np.sum(np.where(top, 0.0, e), axis=dim, keepdims=True)
+        return np.log(c) + np.log1p(r / c)
 
 
 def log_softmax_vjp(x: np.ndarray, dim: int, g: np.ndarray) -> tuple[np.ndarray, None]:
-    """g - softmax * sum(g)."""
-    if np.ndim(x) == 0:
-        return np.zeros(()) * g, None
-    with np.errstate(invalid="ignore"):
-        return g - softmax(x, dim) * np.sum(g, axis=dim, keepdims=True), None
+    """g - p * sum(g), p the softmax, written as g'_i + k (s - L e_i) / s - e_i sum(g') / s with
+    e = exp(x - max), s = sum e, k = g's first element along dim and g' = g - k (an exact identity):
+    exactly 0 where it should be (g and x constant along dim), where the plain form leaves rounding."""
+    x = np.asarray(x, dtype=np.float64)
+    g = np.asarray(g, dtype=np.float64)
+    if x.ndim == 0:
+        return np.zeros(()) * g, None  # one element: the output is constant 0
+    if x.size == 0:
+        return np.zeros(x.shape), None
+    k = np.take(g, [0], axis=dim)
+    g = g - k
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = np.max(x, axis=dim, keepdims=True)
+        e = np.exp(x - np.where(m == -np.inf, 0.0, m))
+        s = np.sum(e, axis=dim, keepdims=True)
+        return g + k * ((s - x.shape[dim] * e) / s) - e * (np.sum(g, axis=dim, keepdims=True) / s), None
