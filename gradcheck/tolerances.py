@@ -26,7 +26,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["GRAD_FACTOR", "ROUNDING_UNITS", "TABLE", "DtypeTolerance", "Tolerance", "table_row", "tolerance"]
+__all__ = [
+    "GRAD_FACTOR",
+    "ROUNDING_UNITS",
+    "TABLE",
+    "DtypeTolerance",
+    "Tolerance",
+    "assert_close",
+    "table_row",
+    "tolerance",
+]
 
 #: Units of output roundoff allowed relative to |ref| (one rounding on store and one inside).
 ROUNDING_UNITS = 4.0
@@ -117,3 +126,57 @@ def tolerance(
     floor = factor * (ROUNDING_UNITS * u.u_out + (k + 1) * u.u_acc + 2 * u.u_mul)
     stored = factor * ROUNDING_UNITS * u.u_out if stored_terms else 0.0
     return Tolerance(row=row, rel=rel, acc=acc, floor=floor, depth=k, stored=stored)
+
+
+def assert_close(
+    actual: torch.Tensor,
+    expected: torch.Tensor | np.ndarray,
+    *,
+    depth: int = 1,
+    ulps: float = 0.0,
+    grad: bool = False,
+    tf32: bool = False,
+    magnitude: torch.Tensor | np.ndarray | None = None,
+    expected_rounded: bool = False,
+    msg: str = "",
+) -> None:
+    """Assert ``actual`` (a result at its dtype) is within this table's bound of ``expected``.
+
+    ``expected`` is exact (float64 on the same inputs) unless ``expected_rounded``: then it is
+    another implementation's result at the same dtype (torch's), which carries the same rounding,
+    and the bound doubles. ``magnitude`` is sum|terms| per element, when the caller has it (else
+    the normwise bound of ``Tolerance.bound``). NaN must match NaN and inf the same inf; the
+    shapes must agree. Raises AssertionError naming the worst element, its error and the bound."""
+    if not isinstance(actual, torch.Tensor):
+        raise TypeError(f"actual must be a torch.Tensor, got {type(actual).__name__}")
+    tol = tolerance(actual.dtype, depth=depth, ulps=ulps, grad=grad, tf32=tf32)
+    got = actual.detach().to("cpu", torch.float64).numpy()
+    want = expected.detach().to("cpu", torch.float64).numpy() if isinstance(expected, torch.Tensor) else expected
+    want = np.asarray(want, dtype=np.float64)
+    head = f"{msg}: " if msg else ""
+    if got.shape != want.shape:
+        raise AssertionError(f"{head}shape {tuple(got.shape)} != expected {tuple(want.shape)}")
+    nan_got, nan_want = np.isnan(got), np.isnan(want)
+    if (nan_got != nan_want).any():
+        idx = tuple(int(i) for i in np.argwhere(nan_got != nan_want)[0])
+        raise AssertionError(f"{head}NaN mismatch at {idx}: got {got[idx]!r}, expected {want[idx]!r}")
+    inf_got, inf_want = np.isinf(got), np.isinf(want)
+    if (inf_got != inf_want).any() or (got[inf_got] != want[inf_want]).any():
+        idx = tuple(int(i) for i in np.argwhere((inf_got | inf_want) & (got != want))[0])
+        raise AssertionError(f"{head}inf mismatch at {idx}: got {got[idx]!r}, expected {want[idx]!r}")
+    finite = np.isfinite(want)
+    if magnitude is not None:
+        mag = magnitude.detach().to("cpu", torch.float64).numpy() if isinstance(magnitude, torch.Tensor) else magnitude
+        mag = np.broadcast_to(np.asarray(mag, dtype=np.float64), want.shape)
+    else:
+        mag = None
+    bound = tol.bound(np.where(finite, want, 0.0), mag) * (2.0 if expected_rounded else 1.0)
+    err = np.where(finite, np.abs(got - np.where(finite, want, 0.0)), 0.0)
+    if (err > bound).any():
+        ratio = np.where(finite, err / bound, 0.0)
+        idx = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+        idx = tuple(int(i) for i in idx)
+        raise AssertionError(
+            f"{head}{int((err > bound).sum())} element(s) out of tolerance; worst at {idx}: got {got[idx]!r}, "
+            f"expected {want[idx]!r}, |err|={err[idx]:.3g} > tol={bound[idx]:.3g}\n  tolerance: {tol.describe()}"
+        )

@@ -5,19 +5,23 @@ Shapes are small: everything runs the real kernels (the Triton interpreter on CP
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
 
 import kernels.nn as knn
+from gradcheck.tolerances import assert_close
 from kernels import _runtime as rt
 
 DEV = rt.device()
 F64 = torch.float64
 
 
-def _close(a: torch.Tensor, b: torch.Tensor) -> None:
-    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+def _close(a: torch.Tensor, b: torch.Tensor, depth: int = 1, grad: bool = False, msg: str = "") -> None:
+    """Against torch at the same dtype, for a computation whose reductions add up to ``depth``."""
+    assert_close(a, b, depth=depth, grad=grad, expected_rounded=True, msg=msg)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -96,21 +100,22 @@ def test_cross_entropy_weight_is_a_buffer_like_torch():
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_module(ours: nn.Module, theirs: nn.Module, *inputs: torch.Tensor) -> None:
-    """Same output and same gradients (inputs and parameters) for the same state, in float64."""
+def _check_module(ours: nn.Module, theirs: nn.Module, *inputs: torch.Tensor, depth: int = 1) -> None:
+    """Same output and same gradients (inputs and parameters) for the same state, in float64;
+    ``depth`` is the summed length of the reductions from the input to the output and back."""
     theirs.load_state_dict(ours.state_dict())
     xs_a = [x.clone().requires_grad_(x.is_floating_point()) for x in inputs]
     xs_b = [x.clone().requires_grad_(x.is_floating_point()) for x in inputs]
     out_a, out_b = ours(*xs_a), theirs(*xs_b)
-    _close(out_a, out_b)
+    _close(out_a, out_b, depth, msg="output")
     g = torch.randn_like(out_b)
     (out_a * g).sum().backward()
     (out_b * g).sum().backward()
     for xa, xb in zip(xs_a, xs_b, strict=True):
         if xa.is_floating_point():
-            _close(xa.grad, xb.grad)
+            _close(xa.grad, xb.grad, depth, grad=True, msg="input grad")
     for (name, pa), (_, pb) in zip(ours.named_parameters(), theirs.named_parameters(), strict=True):
-        torch.testing.assert_close(pa.grad, pb.grad, rtol=1e-12, atol=1e-12, msg=name)
+        _close(pa.grad, pb.grad, depth, grad=True, msg=name)
 
 
 @pytest.mark.parametrize("shape", [(5, 7), (7,), (2, 3, 7)])
@@ -121,6 +126,7 @@ def test_linear_matches_torch(shape, bias):
         knn.Linear(7, 4, bias=bias, device=DEV, dtype=F64),
         nn.Linear(7, 4, bias=bias, device=DEV, dtype=F64),
         torch.randn(shape, device=DEV, dtype=F64),
+        depth=7 + 6,  # K = 7 forward, N = 4 for dx, at most 6 rows for dW and db
     )
 
 
@@ -128,7 +134,7 @@ def test_linear_forward_relu_is_relu_of_linear():
     torch.manual_seed(0)
     layer = knn.Linear(9, 6, device=DEV, dtype=F64)
     x = torch.randn(5, 9, device=DEV, dtype=F64)
-    _close(layer.forward_relu(x), torch.relu(torch.nn.functional.linear(x, layer.weight, layer.bias)))
+    _close(layer.forward_relu(x), torch.relu(torch.nn.functional.linear(x, layer.weight, layer.bias)), depth=9)
 
 
 @pytest.mark.parametrize(
@@ -146,6 +152,7 @@ def test_conv2d_matches_torch(kwargs, shape):
         knn.Conv2d(4, 6, device=DEV, dtype=F64, **kwargs),
         nn.Conv2d(4, 6, device=DEV, dtype=F64, **kwargs),
         torch.randn(shape, device=DEV, dtype=F64),
+        depth=math.prod(shape),  # every reduction (C k k, OC k k, N OH OW) is shorter than the input
     )
 
 
@@ -187,7 +194,7 @@ def test_cross_entropy_matches_torch(kwargs):
     torch.manual_seed(0)
     logits = torch.randn(6, 5, device=DEV, dtype=F64)
     target = torch.tensor([0, 2, 4, 1, 2, 3], device=DEV)
-    _check_module(knn.CrossEntropyLoss(**kwargs), nn.CrossEntropyLoss(**kwargs), logits, target)
+    _check_module(knn.CrossEntropyLoss(**kwargs), nn.CrossEntropyLoss(**kwargs), logits, target, depth=5 + 6)
 
 
 def test_cross_entropy_class_weights_match_torch():
@@ -195,14 +202,17 @@ def test_cross_entropy_class_weights_match_torch():
     w = torch.rand(5, device=DEV, dtype=F64) + 0.5
     logits = torch.randn(6, 5, device=DEV, dtype=F64)
     target = torch.tensor([0, 2, 4, 1, 2, 3], device=DEV)
-    _check_module(knn.CrossEntropyLoss(weight=w), nn.CrossEntropyLoss(weight=w), logits, target)
+    _check_module(knn.CrossEntropyLoss(weight=w), nn.CrossEntropyLoss(weight=w), logits, target, depth=5 + 6)
 
 
 @pytest.mark.parametrize("fused", [True, False])
 def test_blitznet_matches_torch_forward_and_backward(fused):
     torch.manual_seed(0)
     x = torch.randn(3, 3, 32, 32, device=DEV, dtype=F64)
-    _check_module(knn.BlitzNet(fused=fused, device=DEV, dtype=F64), knn.blitznet_torch(device=DEV, dtype=F64), x)
+    # the five layers' reductions, forward and backward, add up to less than the input's 9216 elements
+    # (conv1's weight gradient alone sums 3 * 28 * 28 = 2352)
+    ours, theirs = knn.BlitzNet(fused=fused, device=DEV, dtype=F64), knn.blitznet_torch(device=DEV, dtype=F64)
+    _check_module(ours, theirs, x, depth=x.numel())
 
 
 def test_blitznet_logits_shape_and_float32():
@@ -213,7 +223,7 @@ def test_blitznet_logits_shape_and_float32():
     x = torch.randn(2, 3, 32, 32, device=DEV)
     out = ours(x)
     assert out.shape == (2, 7) and out.dtype == torch.float32
-    torch.testing.assert_close(out, theirs(x), rtol=1e-5, atol=1e-5)
+    _close(out, theirs(x), depth=x.numel())
 
 
 def test_reprs_read_like_torch():

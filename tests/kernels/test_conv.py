@@ -7,14 +7,12 @@ import torch
 import torch.nn.functional as F
 
 from gradcheck.testing import op_tests
+from gradcheck.tolerances import assert_close
 from kernels import _runtime as rt
 from kernels.conv import conv2d
 
 DEVICE = rt.device()
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
-#: Relative tolerance (of the largest |reference| element) against torch in float64, per dtype:
-#: a few units of the dtype's roundoff times the reduction length of these small problems.
-RTOL = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 5e-2}
 
 
 test_conv2d = op_tests("conv2d", max_examples=6)
@@ -42,11 +40,17 @@ def _check_against_torch(x, w, b, g=None, **kwargs):
     y, grads = _grads(conv2d, x, w, b, g, **kwargs)
     f64 = [t.double().cpu() if t is not None else None for t in (x, w, b)]
     y_ref, grads_ref = _grads(F.conv2d, *f64, g.double().cpu(), **kwargs)
-    tol = RTOL[x.dtype]
-    for name, got, want in (("output", y, y_ref), *zip(("dx", "dw", "db"), grads, grads_ref, strict=False)):
+    # sum|terms| of every result: the same convolution and its VJP on absolute values
+    mags = _grads(F.conv2d, *(None if t is None else t.abs() for t in f64), g.double().cpu().abs(), **kwargs)
+    mags = (mags[0], *mags[1])
+    oh, ow = y.shape[-2:]
+    oc, c_in, kh, kw = w.shape
+    groups = kwargs.get("groups", 1)
+    depth = max(c_in * kh * kw, oc // groups * kh * kw, x.shape[0] * oh * ow if x.dim() == 4 else oh * ow)
+    results = (("output", y, y_ref), *zip(("dx", "dw", "db"), grads, grads_ref, strict=False))
+    for (name, got, want), mag in zip(results, mags, strict=False):
         assert got.dtype == x.dtype and got.shape == want.shape, name
-        err = (got.double().cpu() - want).abs().max().item()
-        assert err <= tol * max(want.abs().max().item(), 1.0), f"{name}: max error {err}"
+        assert_close(got, want, depth=depth, grad=name != "output", magnitude=mag, msg=name)
     return y, grads
 
 
@@ -126,7 +130,7 @@ def test_unbatched_input():
     torch.manual_seed(4)
     x, w = torch.randn(3, 7, 6, dtype=torch.float64), torch.randn(2, 3, 3, 3, dtype=torch.float64)
     b = torch.randn(2, dtype=torch.float64)
-    torch.testing.assert_close(conv2d(x, w, b, padding=1), F.conv2d(x, w, b, padding=1))
+    assert_close(conv2d(x, w, b, padding=1), F.conv2d(x, w, b, padding=1), depth=3 * 3 * 3, expected_rounded=True)
 
 
 def test_backward_is_deterministic():
@@ -152,7 +156,7 @@ def test_only_some_gradients():
         ref = [t.clone().requires_grad_(i == which) for i, t in enumerate((x, w, b))]
         (got,) = torch.autograd.grad(conv2d(*ours), ours[which], g)
         (want,) = torch.autograd.grad(F.conv2d(*ref), ref[which], g)
-        torch.testing.assert_close(got, want)
+        assert_close(got, want, depth=2 * 4 * 4, grad=True, expected_rounded=True)  # dw sums N * OH * OW
 
 
 def test_nan_and_inf_propagate_like_torch():
@@ -163,7 +167,7 @@ def test_nan_and_inf_propagate_like_torch():
     got, want = conv2d(x, w, stride=2), F.conv2d(x, w, stride=2)
     assert torch.equal(torch.isnan(got), torch.isnan(want))
     finite = torch.isfinite(want)
-    torch.testing.assert_close(got[finite], want[finite])
+    assert_close(got[finite], want[finite], depth=2 * 2 * 2, expected_rounded=True)
 
 
 def test_empty_batch():
@@ -222,4 +226,4 @@ def test_past_int32_offsets():
     y = conv2d(x, w)
     rows = slice(5990, 6000)
     want = F.conv2d(x[:, :, rows].float(), w.float())
-    torch.testing.assert_close(y[:, :, rows].float(), want, rtol=2e-2, atol=2e-2)
+    assert_close(y[:, :, rows], want.double(), depth=64)
