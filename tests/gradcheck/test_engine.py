@@ -332,3 +332,24 @@ def test_verify_returns_a_report() -> None:
     assert report.examples("float32") > 0 and report.examples("float64") > 0
     checks = {s.check for s in report.stats}
     assert {"forward", "backward", "backward_fd", "guards", "zero_grad", "rerun"} <= checks
+
+
+def test_tolerance_assert_close_uses_the_table():
+    """The tests' comparison helper: within the dtype's bound passes; an error past it, a NaN or an
+    inf where the expected value is finite, and a shape mismatch each fail with the element named."""
+    assert_close, tolerance = tl.assert_close, tl.tolerance
+    exact = torch.tensor([1.0, -2.0, 3.0, 1e-3], dtype=torch.float64)
+    got = exact.float()
+    assert_close(got, exact)  # one rounding to fp32
+    bound = tolerance(torch.float32).bound(exact.numpy(), None)
+    off = got.clone()
+    off[2] += float(3 * bound[2])
+    with pytest.raises(AssertionError, match=r"worst at \(2,\)"):
+        assert_close(off, exact)
+    assert_close(off, exact, depth=1000)  # a length-1000 sum may be off by that much
+    with pytest.raises(AssertionError, match="NaN mismatch at"):
+        assert_close(torch.tensor([float("nan"), 0.0]), torch.zeros(2, dtype=torch.float64))
+    with pytest.raises(AssertionError, match="inf mismatch at"):
+        assert_close(torch.tensor([float("inf")]), torch.tensor([-float("inf")]))
+    with pytest.raises(AssertionError, match="shape"):
+        assert_close(torch.zeros(2), torch.zeros(3))
