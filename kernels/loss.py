@@ -8,7 +8,7 @@ import triton.language as tl
 
 from kernels import _runtime as rt
 from kernels._strided import flat_strides
-from kernels.softmax import TILE, log_top_plus_rest, pick_blocks, row_layout, row_offsets
+from kernels.softmax import TILE, log_top_plus_rest, online_top_rest, pick_blocks, row_layout, row_offsets
 
 __all__ = ["CrossEntropyFunction", "MSELossFunction", "cross_entropy", "mse_loss"]
 
@@ -237,15 +237,7 @@ def _ce_fwd_kernel(
             c_ok = cols + start < C
             mask = row_ok[:, None] & c_ok
             x = tl.load(x_base + (cols + start) * xsc, mask=mask, other=-float("inf")).to(acc_ty)
-            m_new = tl.maximum(m, tl.max(x, axis=1))
-            shift_new = tl.where(m_new == -float("inf"), 0.0, m_new)
-            alpha = tl.exp(m - shift_new)
-            r = r * alpha + tl.where(m_new > m, c * alpha, 0.0)
-            c = tl.where(m_new > m, 0.0, c)
-            e = tl.exp(x - shift_new[:, None])
-            top = mask & (x == m_new[:, None])
-            c += tl.sum(tl.where(top, e, 0.0), axis=1)
-            r += tl.sum(tl.where(top, 0.0, e), axis=1)
+            m_new, shift_new, c, r = online_top_rest(m, c, r, x, mask)
             if SMOOTH:
                 wc = _class_weights(weight_ptr, cols + start, c_ok, ws, acc_ty, HAS_WEIGHT)
                 wx += w_sum * (shift - shift_new)  # re-centre the earlier chunks on the new shift

@@ -20,6 +20,7 @@ __all__ = [
     "SoftmaxFunction",
     "log_softmax",
     "log_top_plus_rest",
+    "online_top_rest",
     "pick_blocks",
     "row_layout",
     "row_offsets",
@@ -81,6 +82,25 @@ def log_top_plus_rest(c, r):
     u = r / c
     w = 1.0 + u
     return tl.log(c) + tl.where(w == 1.0, u, u * tl.log(w) / (w - 1.0))
+
+
+@triton.jit
+def online_top_rest(m, c, r, x, mask):
+    """One chunk ``x`` (BLOCK_R, BLOCK) of rows streamed with a running max ``m`` and sums ``c``
+    of exp(x - m) over the entries equal to it and ``r`` over the rest: when the max grows both
+    rescale by exp(m - m_new) and the old max entries join the rest. Returns (m, shift, c, r),
+    shift = m (0 for a row of -inf so far, where exp gives 0)."""
+    m_new = tl.maximum(m, tl.max(x, axis=1))
+    shift = tl.where(m_new == -float("inf"), 0.0, m_new)
+    alpha = tl.exp(m - shift)
+    grew = m_new > m
+    r = r * alpha + tl.where(grew, c * alpha, 0.0)
+    c = tl.where(grew, 0.0, c)
+    e = tl.exp(x - shift[:, None])
+    top = mask & (x == m_new[:, None])
+    c += tl.sum(tl.where(top, e, 0.0), axis=1)
+    r += tl.sum(tl.where(top, 0.0, e), axis=1)
+    return m_new, shift, c, r
 
 
 @dataclass(frozen=True)
@@ -208,16 +228,7 @@ def _softmax_fwd_kernel(
         for start in range(0, L, BLOCK_L):
             mask = row_ok[:, None] & (cols + start < L)
             x = tl.load(x_ptr + x_row + (cols + start) * xsl, mask=mask, other=-float("inf")).to(acc_ty)
-            m_new = tl.maximum(m, tl.max(x, axis=1))
-            shift = tl.where(m_new == -float("inf"), 0.0, m_new)
-            alpha = tl.exp(m - shift)
-            r = r * alpha + tl.where(m_new > m, c * alpha, 0.0)
-            c = tl.where(m_new > m, 0.0, c)
-            e = tl.exp(x - shift[:, None])
-            top = mask & (x == m_new[:, None])
-            c += tl.sum(tl.where(top, e, 0.0), axis=1)
-            r += tl.sum(tl.where(top, 0.0, e), axis=1)
-            m = m_new
+            m, shift, c, r = online_top_rest(m, c, r, x, mask)
         shift = tl.where(m == -float("inf"), 0.0, m)[:, None]
         c = c[:, None]
         r = r[:, None]
