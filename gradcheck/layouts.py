@@ -159,7 +159,7 @@ def place(
     # write through the non-overlapping part: index 0 of each expanded dim
     index = tuple(slice(0, 1) if e else slice(None) for e in expanded)
     view[index].copy_(values[index].to(dtype))
-    positions = torch.arange(total).as_strided(shape, strides, start)
+    positions = torch.arange(total, device="cpu").as_strided(shape, strides, start)
     footprint = np.zeros(total, dtype=bool)
     footprint[positions.reshape(-1).numpy()] = True
     expected = view.detach().cpu().clone()

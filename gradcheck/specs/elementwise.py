@@ -213,7 +213,7 @@ def _cat_inputs(draw, dtype: torch.dtype):
             shape[dim] = 1
         tensors.append(draw(gs.tensors(tuple(shape), elements=_VALUES)))
     if ndim > 1 and draw(st.integers(0, 7)) == 0:
-        tensors.insert(draw(st.integers(0, len(tensors))), torch.zeros(0, dtype=torch.float64))
+        tensors.insert(draw(st.integers(0, len(tensors))), torch.zeros(0, dtype=torch.float64, device="cpu"))
     return (*tensors, dim)
 
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from gradcheck.testing import op_tests
+from kernels import _runtime as rt
 from kernels.pool import max_pool2d
 
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
@@ -16,6 +17,13 @@ NAN, INF = math.nan, math.inf
 
 
 test_max_pool2d = op_tests("max_pool2d", max_examples=8)
+
+
+@pytest.fixture(autouse=True)
+def _tensors_on_the_kernel_device():
+    """Tensors made in these tests land where the kernels run (CUDA compiled, CPU interpreted)."""
+    with torch.device(rt.device()):
+        yield
 
 
 def _compare_with_torch(x: torch.Tensor, *args):
