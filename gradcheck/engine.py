@@ -908,6 +908,9 @@ def _settings(max_examples: int | None) -> hypothesis.settings:
         max_examples=max_examples if max_examples is not None else parent.max_examples,
         deadline=None,
         print_blob=True,
+        # one shrunk counterexample per verification: a VerificationError, never an ExceptionGroup
+        # of distinct failures (fixing the first usually fixes or changes the others)
+        report_multiple_bugs=False,
         suppress_health_check=[
             HealthCheck.too_slow,
             HealthCheck.data_too_large,
