@@ -139,6 +139,12 @@ def _verify_main(argv: Sequence[str]) -> int:
                 row["message"] = str(error)
             results.append(row)
             progress.advance(task)
+            if not console.is_terminal:  # a log file or CI: one plain line per row, as it finishes
+                verdict = "pass" if error is None else f"FAIL ({error.check})"
+                print(f"[{len(results)}/{len(jobs)}] {name} [{dname}] {verdict} in {seconds:.1f}s", file=sys.stderr,
+                      flush=True)
+            if args.json:  # written as it goes, so a run cut short keeps what it finished
+                _write_json(args.json, results, time.perf_counter() - started, partial=len(results) < len(jobs))
 
     table = Table(
         title="gradcheck: kernels vs NumPy float64 reference",
@@ -179,9 +185,13 @@ def _verify_main(argv: Sequence[str]) -> int:
         for note in getattr(e, "__notes__", []):
             print(note)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"results": results, "seconds": total}, indent=2, default=str))
+        _write_json(args.json, results, total, partial=False)
     return 1 if failures else 0
+
+
+def _write_json(path: Path, results: list[dict], seconds: float, *, partial: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"results": results, "seconds": seconds, "partial": partial}, indent=2, default=str))
 
 
 def _interpret() -> bool:
