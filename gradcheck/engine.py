@@ -385,7 +385,7 @@ class _Problem:
         self.check_zero_grad(outs, placed, diff, float_outs)
 
         # ---- finite differences --------------------------------------------------------------
-        self.check_fd(args, arrays, diff, grads, ref_grads, g_seen, float_outs, data)
+        self.check_fd(args, arrays, diff, grads, ref_grads, g_seen, float_outs, data, g_arrays)
 
         # ---- pass 2: sentinel poison, fresh buffers --------------------------------------------
         self.rerun(args, layouts_, outs, grads, diff, float_outs, g_seen, g_layouts)
@@ -637,7 +637,26 @@ class _Problem:
         rounding = ((self.k(arrays) + 8) * a1 + 2 * moved) * EPS64 / h
         return estimate, abs(d1 - d2) + rounding
 
-    def check_fd(self, args, arrays, diff, grads, ref_grads, g_seen, float_outs, data) -> None:
+    def fd_slopes(self, arrays, diff, vs, h, ref_grads, g_arrays) -> list[np.ndarray | None]:
+        """|dphi/dx| over the stencil: the reference VJP's magnitude at x and at x +- 2h v (the
+        slope at the perturbed points is what carries the rounding of x + t v into phi; at a
+        minimum such as (a - b)^2 at a = b it is 0 at x and O(h) beside it)."""
+        slopes = [None if ref_grads[i] is None else np.abs(np.asarray(ref_grads[i], dtype=np.float64)) for i in diff]
+        if self.reference_vjp is None:
+            return slopes
+        for t in (2 * h, -2 * h):
+            moved = list(arrays)
+            for i, v in zip(diff, vs, strict=True):
+                moved[i] = np.asarray(arrays[i] + t * v)
+            with np.errstate(all="ignore"):
+                beside = _as_tuple(self.reference_vjp(*moved, *g_arrays))
+            for k, i in enumerate(diff):
+                if slopes[k] is not None and beside[i] is not None:
+                    step = np.nan_to_num(np.abs(np.asarray(beside[i], dtype=np.float64)), posinf=0.0)
+                    slopes[k] = np.maximum(slopes[k], step)
+        return slopes
+
+    def check_fd(self, args, arrays, diff, grads, ref_grads, g_seen, float_outs, data, g_arrays) -> None:
         h = self.fd_step(args, arrays, diff)
         if h is None:
             for check in ("backward_fd", "reference_fd"):
@@ -652,7 +671,7 @@ class _Problem:
         gs = {j: g_seen[j].numpy() for j in float_outs}
         with self.timed("backward_fd"):
             # the reference's VJP only: a wrong implementation gradient must not widen the bound
-            slopes = [ref_grads[i] for i in diff]
+            slopes = self.fd_slopes(arrays, diff, vs, h, ref_grads, g_arrays)
             est, fd_err = self.fd_directional(arrays, diff, vs, gs, float_outs, h, self.f64, slopes)
             if not (np.isfinite(est) and np.isfinite(fd_err)):
                 # the forward is NaN or inf near x (an all-ignored mean loss): no derivative there
@@ -697,7 +716,7 @@ class _Problem:
                         float_outs,
                         h,
                         lambda a: [np.asarray(o) for o in _as_tuple(self.reference(*a))],
-                        [ref_grads[i] for i in diff],
+                        slopes,
                     )
                 else:
                     est_r, fd_err_r = est, fd_err
@@ -780,7 +799,12 @@ class _Problem:
                     d2 = (column(2 * h) - column(-2 * h)) / (4 * h)
                     j_fd[:, col] = (4 * d1 - d2) / 3
                     scale = np.concatenate([np.abs(np.asarray(base[k], dtype=np.float64)).ravel() for k in float_outs])
-                    moved = 2 * abs(float(np.asarray(arrays[i]).reshape(-1)[flat])) * np.abs(j_fd[:, col])
+                    # rounding x + t e moves each output by |x| eps times the slope beside x, which
+                    # the one-sided differences bound (it is 0 at x itself at a minimum)
+                    base_col = np.concatenate([np.asarray(base[k], dtype=np.float64).ravel() for k in float_outs])
+                    beside = np.maximum(np.abs(column(2 * h) - base_col), np.abs(base_col - column(-2 * h))) / (2 * h)
+                    slope = np.maximum(np.abs(j_fd[:, col]), 2 * np.nan_to_num(beside, posinf=0.0))
+                    moved = 2 * abs(float(np.asarray(arrays[i]).reshape(-1)[flat])) * slope
                     j_err[:, col] = np.abs(d1 - d2) + ((self.k(arrays) + 8) * scale + moved) * EPS64 / h
                     col += 1
             tol = self.tol(arrays, grad=True)

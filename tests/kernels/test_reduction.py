@@ -166,12 +166,17 @@ def test_reruns_are_bitwise_identical():
 
 @pytest.mark.gpu
 def test_sum_past_2_31_elements():
-    """int64 offsets: the whole sum, rows whose second half starts past 2^31, and columns."""
+    """int64 offsets: the whole sum, rows whose second half starts past 2^31, and columns. Zeros
+    except a few integers, some stored past 2^31, so every sum is exact and an offset that wraps
+    at 2^31 (reading the wrong element, or none) changes it."""
     n = 2**31 + 2**21
-    x = torch.rand(n, dtype=torch.float32, device=DEV)
-    exact = x.double()  # float64 sums of the same values; K = n elements of |x| <= 1
-    assert_close(rd.sum(x), exact.sum(), depth=n)
-    rows = x.view(2, n // 2)
-    assert_close(rd.sum(rows, 1), exact.view(2, n // 2).sum(1), depth=n // 2)
-    cols = x.view(n // 2, 2)
-    assert_close(rd.sum(cols, 0), exact.view(n // 2, 2).sum(0), depth=n // 2)
+    x = torch.zeros(n, dtype=torch.float32, device=DEV)
+    marks = {7: 1.0, 2**30 + 3: 2.0, 2**31 + 123: 4.0, n - 2: 8.0, n - 1: 16.0}
+    for index, value in marks.items():
+        x[index] = value
+    assert rd.sum(x).item() == 31.0
+    half = n // 2  # rows of 2^30 + 2^20: row 1 holds every index from half on
+    rows = rd.sum(x.view(2, half), 1).tolist()
+    assert rows == [sum(v for i, v in marks.items() if i < half), sum(v for i, v in marks.items() if i >= half)]
+    cols = rd.sum(x.view(half, 2), 0).tolist()  # even and odd indices
+    assert cols == [sum(v for i, v in marks.items() if i % 2 == 0), sum(v for i, v in marks.items() if i % 2 == 1)]
