@@ -642,7 +642,7 @@ class _Problem:
         slope at the perturbed points is what carries the rounding of x + t v into phi; at a
         minimum such as (a - b)^2 at a = b it is 0 at x and O(h) beside it)."""
         slopes = [None if ref_grads[i] is None else np.abs(np.asarray(ref_grads[i], dtype=np.float64)) for i in diff]
-        if self.reference_vjp is None:
+        if self.reference_vjp is None or g_arrays is None:
             return slopes
         for t in (2 * h, -2 * h):
             moved = list(arrays)
@@ -656,7 +656,7 @@ class _Problem:
                     slopes[k] = np.maximum(slopes[k], step)
         return slopes
 
-    def check_fd(self, args, arrays, diff, grads, ref_grads, g_seen, float_outs, data, g_arrays) -> None:
+    def check_fd(self, args, arrays, diff, grads, ref_grads, g_seen, float_outs, data, g_arrays=None) -> None:
         h = self.fd_step(args, arrays, diff)
         if h is None:
             for check in ("backward_fd", "reference_fd"):
