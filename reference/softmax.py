@@ -13,6 +13,23 @@ def _shifted(x: np.ndarray, dim: int) -> np.ndarray:
         return x - np.max(x, axis=dim, keepdims=True)
 
 
+def _max_and_exp(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The row max m along ``dim`` (keepdims) and e = exp(x - m), shifted by 0 for a row of -inf
+    (so e = 0 there)."""
+    m = np.max(x, axis=dim, keepdims=True)
+    return m, np.exp(x - np.where(m == -np.inf, 0.0, m))
+
+
+def _top_rest(x: np.ndarray, dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(top, e, c, r): the mask of each row's max entries, e = exp(x - max), and the sums of e
+    over the max entries (c, each exp(0) = 1) and over the rest (r), keepdims."""
+    m, e = _max_and_exp(x, dim)
+    top = x == m
+    c = np.sum(np.where(top, e, 0.0), axis=dim, keepdims=True)
+    r = np.sum(np.where(top, 0.0, e), axis=dim, keepdims=True)
+    return top, e, c, r
+
+
 def softmax(x: np.ndarray, dim: int) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 0:
@@ -39,12 +56,8 @@ def softmax_vjp(x: np.ndarray, dim: int, g: np.ndarray) -> tuple[np.ndarray, Non
         return np.zeros(x.shape), None
     g = g - np.take(g, [0], axis=dim)
     with np.errstate(invalid="ignore", divide="ignore"):
-        m = np.max(x, axis=dim, keepdims=True)
-        e = np.exp(x - np.where(m == -np.inf, 0.0, m))
-        top = x == m
-        c = np.sum(np.where(top, e, 0.0), axis=dim, keepdims=True)
+        top, e, c, r = _top_rest(x, dim)
         big_g = np.sum(np.where(top, g, 0.0), axis=dim, keepdims=True)
-        r = np.sum(np.where(top, 0.0, e), axis=dim, keepdims=True)
         t = np.sum(np.where(top, 0.0, g * e), axis=dim, keepdims=True)
         s = c + r
         return (e / s) * ((c * g - big_g) + g * r - t) / s, None
@@ -65,11 +78,7 @@ def log_softmax(x: np.ndarray, dim: int) -> np.ndarray:
 def log_sum_exp_shifted(x: np.ndarray, dim: int) -> np.ndarray:
     """log(sum exp(x - max)) along ``dim`` (keepdims), as log(c) + log1p(r / c)."""
     with np.errstate(invalid="ignore", divide="ignore"):
-        m = np.max(x, axis=dim, keepdims=True)
-        e = np.exp(x - np.where(m == -np.inf, 0.0, m))
-        top = x == m
-        c = np.sum(np.where(top, e, 0.0), axis=dim, keepdims=True)
-        r = np.sum(np.where(top, 0.0, e), axis=dim, keepdims=True)
+        _, _, c, r = _top_rest(x, dim)
         return np.log(c) + np.log1p(r / c)
 
 
@@ -86,7 +95,6 @@ def log_softmax_vjp(x: np.ndarray, dim: int, g: np.ndarray) -> tuple[np.ndarray,
     k = np.take(g, [0], axis=dim)
     g = g - k
     with np.errstate(invalid="ignore", divide="ignore"):
-        m = np.max(x, axis=dim, keepdims=True)
-        e = np.exp(x - np.where(m == -np.inf, 0.0, m))
+        _, e = _max_and_exp(x, dim)
         s = np.sum(e, axis=dim, keepdims=True)
         return g + k * ((s - x.shape[dim] * e) / s) - e * (np.sum(g, axis=dim, keepdims=True) / s), None

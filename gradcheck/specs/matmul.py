@@ -14,6 +14,7 @@ import kernels.softmax
 import reference.matmul
 import reference.softmax
 from gradcheck import strategies as gs
+from gradcheck import tolerances
 from gradcheck.catalog import OpSpec
 
 __all__ = ["SPECS", "UNIT_SCALE_DISTANCE"]
@@ -109,10 +110,6 @@ def _linear_relu_kinks(x, w, b) -> float:
     return float(np.min(np.abs(y) / speed))
 
 
-#: Unit roundoff of the accumulation for each dtype under test (fp32 for the 16-bit ones).
-_U_ACC = {torch.float64: 2.0**-53, torch.float32: 2.0**-24}
-
-
 def _clear_of_kinks(drawn, dtype: torch.dtype) -> bool:
     """No pre-activation within the forward's rounding of 0, where the kernel's relu mask may
     rightly differ from the float64 reference's (an FMA in the dot leaves 2^-22 where the exact
@@ -132,9 +129,9 @@ def _clear_of_kinks(drawn, dtype: torch.dtype) -> bool:
     if b is not None:
         rounding = torch.where(rounding > 0, rounding + b.abs(), rounding)
         y = y + b
-    u = _U_ACC[acc]
+    u = tolerances.table_row(dtype)[1].u_acc  # the accumulation's roundoff (fp32 for 16-bit inputs)
     if dtype == torch.float32 and torch.get_float32_matmul_precision() != "highest":
-        u = 2.0**-11  # TF32 products: operands rounded to 10 mantissa bits
+        u = tolerances.TABLE["tf32"].u_mul  # TF32 products: operands rounded to 10 mantissa bits
         rounding = prod.abs().sum(-1) + (0 if b is None else b.abs())
     bound = 2 * (x.shape[-1] + 2) * u * rounding
     near = (y.abs() <= bound) & (rounding > 0)
