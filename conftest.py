@@ -1,7 +1,24 @@
-"""Root conftest: the project's own pytest plugin is loaded through its pytest11 entry point when the
-package is installed; loading it here as well keeps a plain checkout (PYTHONPATH=.) working."""
+"""Root conftest of this project's own suite: its Hypothesis profile, and our kernels bound to the
+catalog when the package is not installed.
+
+The pytest plugin (``gradcheck.plugin``, entry point ``pytest11``) loads no profile by itself; this
+suite asks for one here: ``GRADCHECK_PROFILE`` if set, else ``ci`` when CI=true, else ``dev``
+(``--gradcheck-profile NAME`` overrides it). In a plain checkout (``PYTHONPATH=.``, no entry points)
+the plugin, our implementations and our allocator's poison hook are registered by hand.
+"""
 
 import importlib.metadata
 
+from gradcheck import profiles
+
+profiles.load(profiles.default_profile())
+
 _installed = any(ep.value == "gradcheck.plugin" for ep in importlib.metadata.entry_points(group="pytest11"))
-pytest_plugins = [] if _installed else ["gradcheck.plugin"]
+pytest_plugins = ["pytester"] if _installed else ["pytester", "gradcheck.plugin"]
+
+if not _installed:
+    from gradcheck import catalog, hooks
+    from kernels import _runtime, registry
+
+    catalog.register_implementations(registry.IMPLEMENTATIONS, name="kernels", device=registry.device)
+    hooks.register_poison_hook(_runtime.allocation_fill)

@@ -1,10 +1,14 @@
-"""Command line: ``python -m gradcheck`` verifies the catalog; ``python -m gradcheck train`` runs the classifier."""
+"""Command line: ``python -m gradcheck`` verifies the catalog's registered implementations (or drop-ins
+given with ``--impl``) and prints a table; ``python -m gradcheck NAME`` runs an app registered under
+the ``gradcheck.apps`` entry-point group (this project's: ``train``, the blitz classifier)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import json
+import os
 import sys
 import time
 import warnings
@@ -14,6 +18,9 @@ from pathlib import Path
 import torch
 
 __all__ = ["main"]
+
+#: Entry-point group of subcommands: ``name = "package.module:main"``, ``main(argv) -> int``.
+APPS_GROUP = "gradcheck.apps"
 
 DTYPES = {
     "float32": torch.float32,
@@ -46,7 +53,8 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m gradcheck",
         description="Verify every op in the catalog (forward, backward vs reference, backward vs finite differences) "
-        "and print a table. Subcommand 'train' runs the blitz classifier (python -m gradcheck train --help).",
+        "and print a table. Installed apps run as subcommands (python -m gradcheck train --help runs this project's "
+        "blitz classifier).",
     )
     p.add_argument("--ops", default=None, help="comma-separated op names (default: all; see --list)")
     p.add_argument(
@@ -55,7 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--examples", type=int, default=None, help="examples per op and dtype (default: the Hypothesis profile's)"
     )
-    p.add_argument("--profile", default=None, choices=("dev", "ci", "thorough", "gpu"), help="Hypothesis profile")
+    p.add_argument(
+        "--profile",
+        default=None,
+        choices=("dev", "ci", "thorough", "gpu"),
+        help="Hypothesis profile (default: GRADCHECK_PROFILE, else ci when CI=true, else dev)",
+    )
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the results as JSON to PATH")
     p.add_argument(
         "--impl",
@@ -64,24 +77,25 @@ def _parser() -> argparse.ArgumentParser:
         metavar="NAME=MODULE:ATTR",
         help="verify a drop-in implementation for op NAME instead of ours (repeatable)",
     )
+    p.add_argument(
+        "--torch", action="store_true", help="verify torch's own ops (each catalog entry's torch_fn) instead of ours"
+    )
     p.add_argument("--list", action="store_true", help="list the ops in the catalog and exit")
     return p
 
 
 def _verify_main(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
-    from hypothesis import settings
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.table import Table
 
-    import gradcheck.plugin  # noqa: F401  (registers the Hypothesis profiles)
-    from gradcheck.catalog import catalog
+    from gradcheck import profiles
+    from gradcheck.catalog import catalog, implementations
     from gradcheck.report import VerificationError
     from gradcheck.runner import verify_op
 
-    if args.profile:
-        settings.load_profile(args.profile)
+    profiles.load(args.profile or profiles.default_profile())
     console = Console(width=None if sys.stdout.isatty() else 132)
     specs = catalog()
     if args.list:
@@ -94,6 +108,16 @@ def _verify_main(argv: Sequence[str]) -> int:
         console.print(f"[red]unknown op(s): {', '.join(unknown)}[/red]; known: {', '.join(sorted(specs))}")
         return 2
     impls = dict(_load_impl(s) for s in args.impl)
+    if args.torch:
+        impls = {n: specs[n].torch_fn for n in names} | impls
+    missing = [n for n in names if n not in impls and n not in implementations()]
+    if missing:
+        console.print(
+            f"[red]no implementation registered for: {', '.join(missing)}[/red]; give one with --impl "
+            "NAME=MODULE:ATTR, --torch for torch's own ops, or install a package with a "
+            "'gradcheck.implementations' entry point (pip install -e . installs this project's kernels)"
+        )
+        return 2
     wanted = None
     if args.dtypes:
         try:
@@ -147,7 +171,7 @@ def _verify_main(argv: Sequence[str]) -> int:
                 _write_json(args.json, results, time.perf_counter() - started, partial=len(results) < len(jobs))
 
     table = Table(
-        title="gradcheck: kernels vs NumPy float64 reference",
+        title="gradcheck: implementations vs NumPy float64 reference",
         caption="cells: worst |error| (its ratio to the tolerance; <= 1 passes); FD: finite differences",
     )
     table.add_column("op")
@@ -177,7 +201,7 @@ def _verify_main(argv: Sequence[str]) -> int:
     total = time.perf_counter() - started
     console.print(
         f"{len(results) - len(failures)} passed, {len(failures)} failed in {total:.1f}s "
-        f"(kernels: {'Triton interpreter' if _interpret() else 'compiled, CUDA'})"
+        f"(kernels: {_mode()})"
     )
     for e in failures:
         console.rule(f"[red]{e.op} [{e.dtype}]: {e.check}")
@@ -194,18 +218,25 @@ def _write_json(path: Path, results: list[dict], seconds: float, *, partial: boo
     path.write_text(json.dumps({"results": results, "seconds": seconds, "partial": partial}, indent=2, default=str))
 
 
-def _interpret() -> bool:
-    from kernels import _runtime
+def _mode() -> str:
+    """Where Triton kernels run in this process (read from the environment, nothing imported)."""
+    interpreted = os.environ.get("TRITON_INTERPRET", "") not in ("", "0")
+    return "Triton interpreter" if interpreted else ("CUDA" if torch.cuda.is_available() else "CPU")
 
-    return _runtime.INTERPRET
+
+def _apps() -> dict[str, importlib.metadata.EntryPoint]:
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=APPS_GROUP)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # numpy under the Triton interpreter warns on log(0), 0/0, inf - inf: the kernels' intended IEEE results
     warnings.filterwarnings("ignore", category=RuntimeWarning, module="triton.runtime.interpreter")
-    if argv and argv[0] == "train":
-        from gradcheck.train import main as train_main
-
-        return train_main(argv[1:])
+    if argv and not argv[0].startswith("-"):
+        apps = _apps()
+        if argv[0] not in apps:
+            known = ", ".join(sorted(apps)) or "none installed"
+            print(f"python -m gradcheck: unknown command {argv[0]!r} (apps: {known})", file=sys.stderr)
+            return 2
+        return int(apps[argv[0]].load()(argv[1:]) or 0)
     return _verify_main(argv)

@@ -1,4 +1,4 @@
-"""verify_op: run the catalog's battery for one named op, on our kernel or a drop-in replacement."""
+"""verify_op: run the catalog's battery for one named op, on a registered implementation or any drop-in."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from gradcheck.catalog import get_spec
+from gradcheck.catalog import get_spec, implementation
 from gradcheck.engine import verify
 from gradcheck.report import Report
 
@@ -20,9 +20,13 @@ def verify_op(
     dtypes: Sequence[torch.dtype] | None = None,
     *,
     max_examples: int | None = None,
+    device: torch.device | str | None = None,
 ) -> Report:
-    """Verify the catalog op ``name``: our own kernel (``impl=None``) or any callable with the same
-    signature, at the spec's dtypes (or ``dtypes``). Raises VerificationError on a failure."""
+    """Verify the catalog op ``name`` at the spec's dtypes (or ``dtypes``): any callable with the
+    op's signature (``impl``; e.g. ``torch_fn``, or your kernel), or, with ``impl=None``, the
+    implementation registered for ``name`` (this project's Triton kernels, through their entry
+    point). ``device`` defaults to the registered implementation's device, else the engine's
+    default (CUDA when available). Raises VerificationError on a failure."""
     spec = get_spec(name)
     chosen = tuple(dtypes) if dtypes is not None else spec.dtypes
     unsupported = [d for d in chosen if d not in spec.dtypes]
@@ -30,7 +34,10 @@ def verify_op(
         raise ValueError(
             f"{name} is specified for {[str(d) for d in spec.dtypes]}, not {[str(d) for d in unsupported]}"
         )
-    fn = impl if impl is not None else spec.impl
+    fn = impl
+    if fn is None:
+        fn, registered_device = implementation(name)
+        device = device if device is not None else registered_device
     return verify(
         fn,
         spec.inputs,
@@ -46,6 +53,7 @@ def verify_op(
         backward=spec.differentiable,
         deterministic=spec.deterministic,
         tf32=None if "dot" in spec.tags else False,
+        device=device,
         terms=spec.terms,
         vjp_terms=spec.vjp_terms,
     )

@@ -32,6 +32,7 @@ __all__ = [
     "cdiv",
     "check_device",
     "check_float",
+    "check_positive_int",
     "check_same_dtype",
     "device",
     "dot_precision",
@@ -189,3 +190,12 @@ def canonical_dim(dim: int, ndim: int, name: str = "dim") -> int:
     if not lo <= dim <= hi:
         raise IndexError(f"{name}={dim} is out of range for a tensor of {ndim} dimensions (expected {lo}..{hi})")
     return dim % max(ndim, 1)
+
+
+def check_positive_int(value: object, name: str) -> int:
+    """``value`` must be an int (not a bool) and at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value

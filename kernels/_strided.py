@@ -1,4 +1,5 @@
-"""Collapse an N-d strided layout to at most four dims so one elementwise kernel serves all.
+"""Collapse an N-d strided layout to at most four dims so one elementwise kernel serves all, and
+index it: the element offsets of linear indices, and whether they need int64.
 
 A dim pair (outer, inner) merges when, for every operand, ``stride[outer] == stride[inner] * size[inner]``
 (they walk memory as one dim). Size-1 dims drop out. Contiguous operands collapse to one dim, so
@@ -10,11 +11,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import triton
+import triton.language as tl
 
-__all__ = ["MAX_RANK", "collapse", "flat_strides"]
+__all__ = ["MAX_RANK", "collapse", "flat_strides", "int64_indexing", "strided_offsets"]
 
 #: Rank the strided elementwise kernels index directly.
 MAX_RANK = 4
+#: Offsets and indices stay int32 below this many elements (a margin of 2^20 below 2^31 covers the
+#: largest block and split any kernel here adds to an index before masking it).
+_INT32_LIMIT = 2**31 - 2**20
 
 
 def collapse(shape: Sequence[int], strides: Sequence[Sequence[int]]) -> tuple[list[int], list[list[int]]]:
@@ -66,3 +72,38 @@ def flat_strides(*tensors: torch.Tensor, shape: Sequence[int] | None = None):
         for strd in strides
     )
     return sizes, strides, all_contig, ts
+
+
+def int64_indexing(*tensors: torch.Tensor, n: int = 0) -> bool:
+    """True when an index up to ``n`` or an offset inside any of ``tensors`` can pass int32."""
+    if n >= _INT32_LIMIT:
+        return True
+    for t in tensors:
+        extent = sum((s - 1) * st for s, st in zip(t.shape, t.stride(), strict=True)) if t.numel() else 0
+        if t.numel() >= _INT32_LIMIT or extent >= _INT32_LIMIT:
+            return True
+    return False
+
+
+@triton.jit
+def strided_offsets(idx, S1, S2, S3, s0, s1, s2, s3, RANK: tl.constexpr):
+    """Memory offsets (in elements) of the elements at row-major linear indices ``idx`` of a
+    (S0, S1, S2, S3) view with strides (s0, s1, s2, s3); S0 is implied by the range of ``idx``.
+    ``RANK`` (1..4) is how many trailing dims are in use: the leading ones have size 1 and cost no
+    division."""
+    if RANK <= 1:
+        off = idx * s3
+    else:
+        i3 = idx % S3
+        r = idx // S3
+        if RANK == 2:
+            off = r * s2 + i3 * s3
+        else:
+            i2 = r % S2
+            r = r // S2
+            if RANK == 3:
+                off = r * s1 + i2 * s2 + i3 * s3
+            else:
+                i1 = r % S1
+                off = (r // S1) * s0 + i1 * s1 + i2 * s2 + i3 * s3
+    return off

@@ -9,8 +9,7 @@ import triton
 import triton.language as tl
 
 from kernels import _runtime as rt
-from kernels._strided import collapse
-from kernels.reduction import int64_indexing, strided_offsets
+from kernels._strided import collapse, int64_indexing, strided_offsets
 
 __all__ = ["CatFunction", "ContiguousFunction", "cat", "contiguous", "copy_into"]
 
@@ -144,11 +143,11 @@ def _check_cat(tensors: Sequence[torch.Tensor], dim: int) -> tuple[list[int], in
 
 
 class CatFunction(torch.autograd.Function):
-    """cat of ``tensors`` along ``dim`` (already checked); each gradient is a slice of grad_output."""
+    """cat of ``tensors[i]`` for i in ``used`` along the non-negative dim ``d`` into a result of
+    ``shape`` (what ``cat`` checked and computed); each gradient is a slice of grad_output."""
 
     @staticmethod
-    def forward(ctx, dim: int, *tensors: torch.Tensor) -> torch.Tensor:
-        shape, d, used = _check_cat(tensors, dim)
+    def forward(ctx, shape: list[int], d: int, used: list[int], *tensors: torch.Tensor) -> torch.Tensor:
         out = rt.empty(shape, dtype=tensors[0].dtype, device=tensors[0].device)
         offset = 0
         spans = []
@@ -168,10 +167,10 @@ class CatFunction(torch.autograd.Function):
         for i, shape in enumerate(ctx.shapes):
             if grads[i] is None:  # a skipped (0,)-shaped tensor
                 grads[i] = rt.empty(shape, dtype=g.dtype, device=g.device)
-        return None, *grads
+        return None, None, None, *grads
 
 
 def cat(tensors: Sequence[torch.Tensor], dim: int = 0) -> torch.Tensor:
     """``torch.cat(tensors, dim)``: one strided copy per input into its slice of the result."""
-    _check_cat(tensors, dim)
-    return CatFunction.apply(dim, *tensors)
+    shape, d, used = _check_cat(tensors, dim)
+    return CatFunction.apply(shape, d, used, *tensors)

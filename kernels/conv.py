@@ -9,8 +9,9 @@ import triton
 import triton.language as tl
 
 from kernels import _runtime as rt
+from kernels._nchw import INT32_MAX, empty_nchw, is_channels_last, needs_int64, pair
 
-__all__ = ["Conv2dFunction", "conv2d", "conv2d_input_grad", "conv2d_output_size", "conv2d_weight_grad"]
+__all__ = ["Conv2dFunction", "Conv2dGeometry", "conv2d", "conv2d_output_size"]
 
 # How the GEMMs are laid out (no im2col buffer: every tile of the virtual im2col matrix is gathered
 # from the input as it is needed):
@@ -35,7 +36,6 @@ PIXELS_PER_SPLIT = 2048
 MAX_SPLITS = 1024
 #: Elements per program of the split-sum kernel.
 SUM_BLOCK = 1024
-INT32_MAX = 2**31 - 1
 
 #: Compiled tiles for the forward and input-gradient GEMMs (rows: pixels, columns: channels):
 #: N = 16-32 for the blitz convs (6 and 16 output channels), 64-128 for ResNet-like layers.
@@ -461,23 +461,6 @@ def _sum_splits_kernel(
 # ---------------------------------------------------------------------------------------------
 
 
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _pair(value: int | Sequence[int], name: str, *, minimum: int) -> tuple[int, int]:
-    """An int or a pair of ints (torch accepts both), each >= ``minimum``."""
-    items = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
-    if isinstance(items, Sequence) and len(items) == 1:
-        items = (items[0], items[0])
-    if not isinstance(items, Sequence) or len(items) != 2 or not all(_is_int(v) for v in items):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if any(v < minimum for v in items):
-        what = "positive" if minimum == 1 else "non-negative"
-        raise ValueError(f"{name} must be {what}, got {value!r}")
-    return int(items[0]), int(items[1])
-
-
 def conv2d_output_size(
     size: tuple[int, int], kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int, int, int],
     dilation: tuple[int, int],
@@ -498,31 +481,8 @@ def _padding(padding, kernel, stride, dilation) -> tuple[int, int, int, int]:
             total_h, total_w = dilation[0] * (kernel[0] - 1), dilation[1] * (kernel[1] - 1)
             return total_h // 2, total_h - total_h // 2, total_w // 2, total_w - total_w // 2
         raise ValueError(f"padding={padding!r}; expected an int, a pair of ints, 'valid' or 'same'")
-    ph, pw = _pair(padding, "padding", minimum=0)
+    ph, pw = pair(padding, "padding", minimum=0)
     return ph, ph, pw, pw
-
-
-def _is_channels_last(t: torch.Tensor) -> bool:
-    """Channels are the innermost dim in memory (and there is more than one of them)."""
-    return t.shape[1] > 1 and t.stride(1) == 1 and t.stride(3) > 1
-
-
-def _empty_nchw(shape: Sequence[int], like: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    """An output of ``shape`` (N, C, H, W), contiguous or channels_last, through rt.empty."""
-    n, c, h, w = shape
-    if channels_last:
-        return rt.empty((n, h, w, c), dtype=like.dtype, device=like.device).permute(0, 3, 1, 2)
-    return rt.empty((n, c, h, w), dtype=like.dtype, device=like.device)
-
-
-def _extent(t: torch.Tensor) -> int:
-    """One past the largest element offset of ``t`` (what int32 indexing must reach)."""
-    return 1 + sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride(), strict=True)) if t.numel() else 0
-
-
-def _needs_int64(*tensors: torch.Tensor) -> bool:
-    """Index in int64: some offset passes 2^31, or the interpreter runs (see _index_vectors)."""
-    return rt.INTERPRET or any(_extent(t) > INT32_MAX for t in tensors)
 
 
 def _dot_flags(dtype: torch.dtype) -> dict:
@@ -532,8 +492,9 @@ def _dot_flags(dtype: torch.dtype) -> dict:
     }
 
 
-class _Geometry:
-    """A validated conv2d problem."""
+class Conv2dGeometry:
+    """A validated conv2d problem: the input (N, C, H, W), weight, bias and options ``conv2d`` takes;
+    raises a clear TypeError or ValueError for anything the kernels cannot run."""
 
     def __init__(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride, padding, dilation, groups):
         rt.check_float(x, "input")
@@ -550,8 +511,8 @@ class _Geometry:
             )
         if isinstance(groups, bool) or not isinstance(groups, int) or groups < 1:
             raise ValueError(f"groups must be a positive int, got {groups!r}")
-        self.stride = _pair(stride, "stride", minimum=1)
-        self.dilation = _pair(dilation, "dilation", minimum=1)
+        self.stride = pair(stride, "stride", minimum=1)
+        self.dilation = pair(dilation, "dilation", minimum=1)
         n, c, h, w_ = x.shape
         oc, cg, kh, kw = w.shape
         self.kernel = (kh, kw)
@@ -585,9 +546,9 @@ class _Geometry:
         return (*self.stride, self.pad[0], self.pad[2], *self.dilation)
 
 
-def _forward(geo: _Geometry, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
-    channels_last = _is_channels_last(x)
-    y = _empty_nchw((geo.n, geo.oc, geo.oh, geo.ow), x, channels_last)
+def _forward(geo: Conv2dGeometry, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None) -> torch.Tensor:
+    channels_last = is_channels_last(x)
+    y = empty_nchw((geo.n, geo.oc, geo.oh, geo.ow), dtype=x.dtype, device=x.device, channels_last=channels_last)
     m = geo.n * geo.oh * geo.ow
     if y.numel() == 0:
         return y
@@ -604,14 +565,16 @@ def _forward(geo: _Geometry, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor |
         *geo.conv_args,
         KH=geo.kernel[0], KW=geo.kernel[1],
         HAS_BIAS=b is not None, TAPS_OUTER=taps_outer, CI_INNER=channels_last,
-        INT64=_needs_int64(x, w, y) or m > INT32_MAX, **_dot_flags(x.dtype),
+        INT64=needs_int64(x, w, y) or m > INT32_MAX, **_dot_flags(x.dtype),
     )  # fmt: skip
     return y
 
 
-def conv2d_input_grad(geo: _Geometry, g: torch.Tensor, w: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+def _input_grad(geo: Conv2dGeometry, g: torch.Tensor, w: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     """grad_input (laid out like ``like``, the input) from grad_output ``g`` and the weight."""
-    dx = _empty_nchw((geo.n, geo.c, geo.h, geo.w), like, _is_channels_last(like))
+    dx = empty_nchw(
+        (geo.n, geo.c, geo.h, geo.w), dtype=like.dtype, device=like.device, channels_last=is_channels_last(like)
+    )
     m = geo.n * geo.h * geo.w
     if dx.numel() == 0:
         return dx
@@ -626,17 +589,19 @@ def conv2d_input_grad(geo: _Geometry, g: torch.Tensor, w: torch.Tensor, like: to
         *g.stride(), *w.stride(), *dx.stride(),
         *geo.conv_args,
         KH=geo.kernel[0], KW=geo.kernel[1],
-        TAPS_OUTER=geo.ocg >= TAPS_OUTER_MIN_CHANNELS, CO_INNER=_is_channels_last(g),
-        INT64=_needs_int64(g, w, dx) or m > INT32_MAX, **_dot_flags(g.dtype),
+        TAPS_OUTER=geo.ocg >= TAPS_OUTER_MIN_CHANNELS, CO_INNER=is_channels_last(g),
+        INT64=needs_int64(g, w, dx) or m > INT32_MAX, **_dot_flags(g.dtype),
     )  # fmt: skip
     return dx
 
 
-def conv2d_weight_grad(
-    geo: _Geometry, x: torch.Tensor, g: torch.Tensor, w: torch.Tensor, *, weight: bool = True, bias: bool = True
+def _weight_grad(
+    geo: Conv2dGeometry, x: torch.Tensor, g: torch.Tensor, w: torch.Tensor, *, weight: bool = True, bias: bool = True
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """(grad_weight laid out like ``w``, grad_bias), each only when asked; deterministic split-K."""
-    dw = _empty_nchw(tuple(w.shape), w, _is_channels_last(w)) if weight else None
+    dw = None
+    if weight:
+        dw = empty_nchw(tuple(w.shape), dtype=w.dtype, device=w.device, channels_last=is_channels_last(w))
     db = rt.empty((geo.oc,), dtype=x.dtype, device=x.device) if bias else None
     p = geo.n * geo.oh * geo.ow
     l_w = w.numel() if weight else 0
@@ -672,9 +637,9 @@ def conv2d_weight_grad(
         geo.h, geo.w, geo.oh, geo.ow, geo.cg,
         *x.stride(), *g.stride(), *dw_strides,
         *geo.conv_args,
-        KH=kh, KW=kw, TAPS_OUTER=taps_outer, CI_INNER=_is_channels_last(x),
+        KH=kh, KW=kw, TAPS_OUTER=taps_outer, CI_INNER=is_channels_last(x),
         COMPUTE_DW=weight, COMPUTE_DB=bias,
-        INT64=_needs_int64(x, g) or p > INT32_MAX, **_dot_flags(x.dtype),
+        INT64=needs_int64(x, g) or p > INT32_MAX, **_dot_flags(x.dtype),
     )  # fmt: skip
     _sum_splits_kernel[(rt.cdiv(length, SUM_BLOCK),)](
         ws, dw if dw is not None else ws, db if db is not None else ws, length, l_w, splits, BLOCK=SUM_BLOCK
@@ -688,9 +653,10 @@ def conv2d_weight_grad(
 
 
 class Conv2dFunction(torch.autograd.Function):
+    """conv2d of a 4-D input for the problem ``geo`` that ``conv2d`` validated."""
+
     @staticmethod
-    def forward(ctx, x, w, b, stride=1, padding=0, dilation=1, groups=1):
-        geo = _Geometry(x, w, b, stride, padding, dilation, groups)
+    def forward(ctx, x, w, b, geo: Conv2dGeometry):
         y = _forward(geo, x, w, b)
         ctx.geo = geo
         ctx.has_bias = b is not None
@@ -701,15 +667,12 @@ class Conv2dFunction(torch.autograd.Function):
     def backward(ctx, g):
         x, w = ctx.saved_tensors
         geo = ctx.geo
-        out_shape = (geo.n, geo.oc, geo.oh, geo.ow)
-        if g.shape != out_shape or g.dtype != x.dtype:
-            raise ValueError(f"grad_output {g.dtype}{tuple(g.shape)} for an output {x.dtype}{out_shape}")
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        dx = conv2d_input_grad(geo, g, w, x) if need_x else None
+        dx = _input_grad(geo, g, w, x) if need_x else None
         dw = db = None
         if need_w or (need_b and ctx.has_bias):
-            dw, db = conv2d_weight_grad(geo, x, g, w, weight=need_w, bias=need_b and ctx.has_bias)
-        return dx, dw, db, None, None, None, None
+            dw, db = _weight_grad(geo, x, g, w, weight=need_w, bias=need_b and ctx.has_bias)
+        return dx, dw, db, None
 
 
 def conv2d(
@@ -724,6 +687,7 @@ def conv2d(
     """``torch.nn.functional.conv2d`` in Triton: NCHW (contiguous or channels_last, any strides),
     a 3-D input is one unbatched image; forward and backward are implicit GEMMs with fp32
     accumulation (fp64 for fp64), deterministic."""
-    if isinstance(input, torch.Tensor) and input.dim() == 3:
-        return Conv2dFunction.apply(input.unsqueeze(0), weight, bias, stride, padding, dilation, groups).squeeze(0)
-    return Conv2dFunction.apply(input, weight, bias, stride, padding, dilation, groups)
+    unbatched = isinstance(input, torch.Tensor) and input.dim() == 3
+    x = input.unsqueeze(0) if unbatched else input
+    y = Conv2dFunction.apply(x, weight, bias, Conv2dGeometry(x, weight, bias, stride, padding, dilation, groups))
+    return y.squeeze(0) if unbatched else y

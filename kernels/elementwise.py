@@ -10,7 +10,7 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from kernels import _runtime as rt
-from kernels._strided import flat_strides
+from kernels._strided import flat_strides, int64_indexing, strided_offsets
 from kernels.reduction import (
     PROLOGUE_DIV,
     PROLOGUE_DIV_OTHER,
@@ -18,9 +18,7 @@ from kernels.reduction import (
     PROLOGUE_NEG,
     PROLOGUE_NONE,
     div_rn,
-    int64_indexing,
     reduce_sum,
-    strided_offsets,
 )
 
 __all__ = [
@@ -387,7 +385,7 @@ def _check_pair(a: torch.Tensor, b: torch.Tensor) -> list[int]:
 
 
 def _binary_forward(a: torch.Tensor, b: torch.Tensor, op: int) -> torch.Tensor:
-    shape = _check_pair(a, b)
+    shape = broadcast_shape(a.shape, b.shape)
     out = rt.empty(shape, dtype=a.dtype, device=a.device)
     n = out.numel()
     if n == 0:

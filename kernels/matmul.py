@@ -335,9 +335,10 @@ def _grad_view(grad: torch.Tensor) -> torch.Tensor:
 
 
 class MatmulFunction(torch.autograd.Function):
+    """a @ b for operands ``matmul`` checked, ``batch`` their broadcast batch size (1 for 2-D @ 2-D)."""
+
     @staticmethod
-    def forward(ctx, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        batch = _check_matmul(a, b)
+    def forward(ctx, a: torch.Tensor, b: torch.Tensor, batch: int) -> torch.Tensor:
         m, n = a.shape[-2], b.shape[-1]
         three_d = a.dim() == 3 or b.dim() == 3
         out = rt.empty((batch, m, n) if three_d else (m, n), dtype=a.dtype, device=a.device)
@@ -358,13 +359,13 @@ class MatmulFunction(torch.autograd.Function):
         if ctx.needs_input_grad[1]:  # dB = A^T @ dC
             db = rt.empty_like(b)
             _mm(_as_batched(a, batch).transpose(1, 2), g3, _grad_view(db))
-        return da, db
+        return da, db, None
 
 
 def matmul(input: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """``torch.matmul`` in Triton for 2-D and 3-D operands: (M, K) @ (K, N), and batched
     (B, M, K) @ (B, K, N) with either side 2-D or of batch 1 broadcast along the batch."""
-    return MatmulFunction.apply(input, other)
+    return MatmulFunction.apply(input, other, _check_matmul(input, other))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,9 +412,10 @@ def _check_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
 
 
 class LinearFunction(torch.autograd.Function):
+    """x @ weight.T + bias (then relu when ``relu``) for operands ``linear`` checked."""
+
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool) -> torch.Tensor:
-        _check_linear(x, weight, bias)
         lead = tuple(x.shape[:-1])
         n_out = weight.shape[0]
         y = rt.empty((*lead, n_out), dtype=x.dtype, device=x.device)
@@ -455,10 +457,12 @@ class LinearFunction(torch.autograd.Function):
 
 def linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``torch.nn.functional.linear`` in Triton: input (..., in) @ weight.T (in, out) + bias."""
+    _check_linear(input, weight, bias)
     return LinearFunction.apply(input, weight, bias, False)
 
 
 def linear_relu(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """relu(linear(input, weight, bias)) with the relu fused into the matmul's epilogue (and its
     mask into the backward matmuls' operand loads)."""
+    _check_linear(input, weight, bias)
     return LinearFunction.apply(input, weight, bias, True)

@@ -6,9 +6,7 @@ both build identical weights and a ``state_dict`` loads into either one. Only th
 conv2d, max_pool2d, linear (+ fused relu), relu and cross_entropy come from ``kernels.*``.
 Flatten is a view (no arithmetic), as in torch.
 
-``BlitzNet`` is the classifier of the PyTorch 60-minute blitz ("Training a classifier");
-``TorchBlitzNet`` is the same network in plain torch.nn with identical ``state_dict`` keys, the
-reference that ``python -m gradcheck train`` trains side by side.
+The blitz classifier built from these modules is ``kernels.blitz.net.BlitzNet``.
 """
 
 from __future__ import annotations
@@ -20,45 +18,18 @@ import torch
 from torch import nn
 
 from kernels import _runtime as rt
-from kernels.conv import conv2d
-from kernels.loss import cross_entropy
-from kernels.matmul import linear, linear_relu
-from kernels.pool import max_pool2d
-from kernels.relu import relu
+from kernels._nchw import pair
+from kernels._reductions import REDUCTIONS, legacy_reduction
+from kernels.functional import conv2d, cross_entropy, linear, linear_relu, max_pool2d, relu
 
 __all__ = [
-    "BlitzNet",
     "Conv2d",
     "CrossEntropyLoss",
     "Flatten",
     "Linear",
     "MaxPool2d",
     "ReLU",
-    "TorchBlitzNet",
-    "blitznet_torch",
 ]
-
-
-def _pair(value: int | Sequence[int], name: str, *, minimum: int) -> tuple[int, int]:
-    """``value`` as an (h, w) pair of ints >= ``minimum``; a clear error otherwise."""
-    items = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
-    try:
-        items = tuple(items)
-    except TypeError:
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}") from None
-    if len(items) != 2 or any(isinstance(v, bool) or not isinstance(v, int) for v in items):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if any(v < minimum for v in items):
-        raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
-    return items
-
-
-def _positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
-    return value
 
 
 def _check_input(module: nn.Module, x: object, ndims: Sequence[int], what: str) -> torch.Tensor:
@@ -89,8 +60,8 @@ class Linear(nn.Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
-        self.in_features = _positive_int(in_features, "in_features")
-        self.out_features = _positive_int(out_features, "out_features")
+        self.in_features = rt.check_positive_int(in_features, "in_features")
+        self.out_features = rt.check_positive_int(out_features, "out_features")
         self.weight = nn.Parameter(torch.empty((out_features, in_features), **factory))  # (out, in)
         if bias:
             self.bias = nn.Parameter(torch.empty(out_features, **factory))  # (out,)
@@ -147,17 +118,17 @@ class Conv2d(nn.Module):
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
-        self.in_channels = _positive_int(in_channels, "in_channels")
-        self.out_channels = _positive_int(out_channels, "out_channels")
-        self.groups = _positive_int(groups, "groups")
+        self.in_channels = rt.check_positive_int(in_channels, "in_channels")
+        self.out_channels = rt.check_positive_int(out_channels, "out_channels")
+        self.groups = rt.check_positive_int(groups, "groups")
         if in_channels % groups or out_channels % groups:
             raise ValueError(
                 f"in_channels ({in_channels}) and out_channels ({out_channels}) must both be divisible by "
                 f"groups ({groups})"
             )
-        self.kernel_size = _pair(kernel_size, "kernel_size", minimum=1)
-        self.stride = _pair(stride, "stride", minimum=1)
-        self.dilation = _pair(dilation, "dilation", minimum=1)
+        self.kernel_size = pair(kernel_size, "kernel_size", minimum=1)
+        self.stride = pair(stride, "stride", minimum=1)
+        self.dilation = pair(dilation, "dilation", minimum=1)
         if padding_mode != "zeros":
             if padding_mode in ("reflect", "replicate", "circular"):
                 raise NotImplementedError(f"padding_mode={padding_mode!r} is not supported; only 'zeros'")
@@ -192,7 +163,7 @@ class Conv2d(nn.Module):
                     )
                 return (total[0] // 2, total[1] // 2)
             raise ValueError(f"padding must be 'valid', 'same', an int or a pair of ints, got {padding!r}")
-        return _pair(padding, "padding", minimum=0)
+        return pair(padding, "padding", minimum=0)
 
     def reset_parameters(self) -> None:
         # torch.nn.Conv2d's rule (_ConvNd.reset_parameters), same order of draws as torch.
@@ -251,10 +222,10 @@ class MaxPool2d(nn.Module):
         ceil_mode: bool = False,
     ) -> None:
         super().__init__()
-        kernel = _pair(kernel_size, "kernel_size", minimum=1)
-        _pair(stride if stride is not None else kernel_size, "stride", minimum=1)
-        pad = _pair(padding, "padding", minimum=0)
-        dil = _pair(dilation, "dilation", minimum=1)
+        kernel = pair(kernel_size, "kernel_size", minimum=1)
+        pair(stride if stride is not None else kernel_size, "stride", minimum=1)
+        pad = pair(padding, "padding", minimum=0)
+        dil = pair(dilation, "dilation", minimum=1)
         # torch's rule: padding at most half of the effective (dilated) kernel size.
         if any(p > (d * (k - 1) + 1) // 2 for p, d, k in zip(pad, dil, kernel, strict=True)):
             raise ValueError(
@@ -337,7 +308,7 @@ class Flatten(nn.Module):
         return f"start_dim={self.start_dim}, end_dim={self.end_dim}"
 
 
-_REDUCTIONS = ("none", "mean", "sum")
+_REDUCTIONS = tuple(REDUCTIONS)
 
 
 class CrossEntropyLoss(nn.Module):
@@ -356,11 +327,7 @@ class CrossEntropyLoss(nn.Module):
         label_smoothing: float = 0.0,
     ) -> None:
         super().__init__()
-        if size_average is not None or reduce is not None:
-            # torch's legacy arguments (deprecated there): reduce=False wins, then size_average picks mean/sum.
-            size_average = True if size_average is None else size_average
-            reduce = True if reduce is None else reduce
-            reduction = "none" if not reduce else ("mean" if size_average else "sum")
+        reduction = legacy_reduction(size_average, reduce, reduction)
         if reduction not in _REDUCTIONS:
             raise ValueError(f"reduction must be one of {', '.join(_REDUCTIONS)}, got {reduction!r}")
         if not 0.0 <= float(label_smoothing) <= 1.0:
@@ -408,75 +375,3 @@ class CrossEntropyLoss(nn.Module):
     def extra_repr(self) -> str:
         return f"reduction={self.reduction!r}, ignore_index={self.ignore_index}, label_smoothing={self.label_smoothing}"
 
-
-# ---------------------------------------------------------------------------------------------
-# The blitz classifier
-# ---------------------------------------------------------------------------------------------
-
-
-class BlitzNet(nn.Module):
-    """The 60-minute blitz CNN (conv 3->6 5x5, max-pool 2, conv 6->16 5x5, max-pool 2, linear
-    400->120->84->10, relu between) on our kernels, for (N, 3, 32, 32) inputs.
-
-    Attribute and parameter names are the tutorial's (``conv1``, ``pool``, ``conv2``, ``fc1``, ``fc2``,
-    ``fc3``), so its ``state_dict`` loads into :class:`TorchBlitzNet` and back. ``fused=True`` runs
-    fc1 + relu and fc2 + relu as single fused matmul kernels (``linear_relu``).
-    """
-
-    def __init__(self, num_classes: int = 10, *, fused: bool = True, device=None, dtype=None) -> None:
-        super().__init__()
-        factory = {"device": device, "dtype": dtype}
-        self.fused = fused
-        self.conv1 = Conv2d(3, 6, 5, **factory)
-        self.pool = MaxPool2d(2, 2)
-        self.conv2 = Conv2d(6, 16, 5, **factory)
-        self.relu = ReLU()
-        self.flatten = Flatten(1)
-        self.fc1 = Linear(16 * 5 * 5, 120, **factory)
-        self.fc2 = Linear(120, 84, **factory)
-        self.fc3 = Linear(84, _positive_int(num_classes, "num_classes"), **factory)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor) or x.dim() != 4 or tuple(x.shape[1:]) != (3, 32, 32):
-            shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"BlitzNet takes a batch of 3x32x32 images, shape (N, 3, 32, 32); got {shape}")
-        x = self.pool(self.relu(self.conv1(x)))  # (N, 6, 14, 14)
-        x = self.pool(self.relu(self.conv2(x)))  # (N, 16, 5, 5)
-        x = self.flatten(x)  # (N, 400)
-        if self.fused:
-            x = self.fc1.forward_relu(x)  # (N, 120)
-            x = self.fc2.forward_relu(x)  # (N, 84)
-        else:
-            x = self.relu(self.fc1(x))
-            x = self.relu(self.fc2(x))
-        return self.fc3(x)  # (N, num_classes) logits
-
-
-class TorchBlitzNet(nn.Module):
-    """:class:`BlitzNet` in plain torch.nn (the tutorial's ``Net``): the reference, with identical
-    ``state_dict`` keys and, under the same seed, identical initial weights."""
-
-    def __init__(self, num_classes: int = 10, *, device=None, dtype=None) -> None:
-        super().__init__()
-        factory = {"device": device, "dtype": dtype}
-        self.conv1 = nn.Conv2d(3, 6, 5, **factory)
-        self.pool = nn.MaxPool2d(2, 2)
-        self.conv2 = nn.Conv2d(6, 16, 5, **factory)
-        self.relu = nn.ReLU()
-        self.flatten = nn.Flatten(1)
-        self.fc1 = nn.Linear(16 * 5 * 5, 120, **factory)
-        self.fc2 = nn.Linear(120, 84, **factory)
-        self.fc3 = nn.Linear(84, num_classes, **factory)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.relu(self.conv1(x)))
-        x = self.pool(self.relu(self.conv2(x)))
-        x = self.flatten(x)
-        x = self.relu(self.fc1(x))
-        x = self.relu(self.fc2(x))
-        return self.fc3(x)
-
-
-def blitznet_torch(num_classes: int = 10, *, device=None, dtype=None) -> TorchBlitzNet:
-    """The plain torch.nn twin of :class:`BlitzNet`."""
-    return TorchBlitzNet(num_classes, device=device, dtype=dtype)

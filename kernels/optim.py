@@ -9,7 +9,7 @@ import triton
 import triton.language as tl
 
 from kernels import _runtime as rt
-from kernels._strided import flat_strides
+from kernels._strided import flat_strides, strided_offsets
 
 __all__ = ["SGD", "sgd_step"]
 
@@ -63,18 +63,6 @@ def _sgd_rule(
 
 
 @triton.jit
-def _strided_offsets(offs, S1, S2, S3, s0, s1, s2, s3):
-    """Memory offsets of the elements at row-major indices ``offs`` of a (S0, S1, S2, S3) view."""
-    i3 = offs % S3
-    r = offs // S3
-    i2 = r % S2
-    r = r // S2
-    i1 = r % S1
-    i0 = r // S1
-    return i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3
-
-
-@triton.jit
 def _sgd_step_kernel(
     p_ptr, g_ptr, b_ptr,  # parameter, gradient, buffer: any layouts (strides below); the buffer is read only
     # with momentum and not on a first step
@@ -100,9 +88,9 @@ def _sgd_step_kernel(
         g_offs = offs
         b_offs = offs
     else:
-        p_offs = _strided_offsets(offs, S1, S2, S3, ps0, ps1, ps2, ps3)
-        g_offs = _strided_offsets(offs, S1, S2, S3, gs0, gs1, gs2, gs3)
-        b_offs = _strided_offsets(offs, S1, S2, S3, bs0, bs1, bs2, bs3)
+        p_offs = strided_offsets(offs, S1, S2, S3, ps0, ps1, ps2, ps3, 4)
+        g_offs = strided_offsets(offs, S1, S2, S3, gs0, gs1, gs2, gs3, 4)
+        b_offs = strided_offsets(offs, S1, S2, S3, bs0, bs1, bs2, bs3, 4)
     # the hyperparameters, inline (each nested jit call costs the interpreter a re-patch per program)
     lr = tl.load(hyper_ptr).to(acc_t)
     momentum = tl.load(hyper_ptr + 1).to(acc_t)

@@ -9,8 +9,9 @@ import triton
 import triton.language as tl
 
 from kernels import _runtime as rt
+from kernels._nchw import empty_nchw, is_channels_last, needs_int64, pair
 
-__all__ = ["MaxPool2dFunction", "max_pool2d", "max_pool2d_output_size"]
+__all__ = ["MaxPool2dFunction", "MaxPool2dGeometry", "max_pool2d", "max_pool2d_output_size"]
 
 # Which element wins a window, exactly as torch (CPU and CUDA kernels alike): the window is scanned
 # in row-major order starting from its first in-bounds element, and an element is taken when it is
@@ -28,7 +29,6 @@ __all__ = ["MaxPool2dFunction", "max_pool2d", "max_pool2d_output_size"]
 # so the column dim is the contiguous one and index decoding is done per row and per column, not
 # per element.
 
-INT32_MAX = 2**31 - 1
 #: Widest column block (pixels of a plane, or channels).
 MAX_BLOCK_S = 1024
 
@@ -182,21 +182,6 @@ def _max_pool_bwd_kernel(
 # ---------------------------------------------------------------------------------------------
 
 
-def _is_int(v: object) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _pair(value, name: str, *, minimum: int) -> tuple[int, int]:
-    items = (value, value) if isinstance(value, int) and not isinstance(value, bool) else value
-    if isinstance(items, Sequence) and len(items) == 1:
-        items = (items[0], items[0])
-    if not isinstance(items, Sequence) or len(items) != 2 or not all(_is_int(v) for v in items):
-        raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
-    if any(v < minimum for v in items):
-        raise ValueError(f"{name} must be {'positive' if minimum == 1 else 'non-negative'}, got {value!r}")
-    return int(items[0]), int(items[1])
-
-
 def max_pool2d_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int, ceil_mode: bool) -> int:
     """Output length along one dim, as torch: rounded down, or up with ``ceil_mode`` as long as the
     last window starts inside the input or its left padding."""
@@ -207,27 +192,6 @@ def max_pool2d_output_size(size: int, kernel: int, stride: int, padding: int, di
     return out
 
 
-def _is_channels_last(t: torch.Tensor) -> bool:
-    return t.shape[1] > 1 and t.stride(1) == 1 and t.stride(3) > 1
-
-
-def _empty_nchw(shape, *, dtype, device, channels_last: bool) -> torch.Tensor:
-    n, c, h, w = shape
-    if channels_last:
-        return rt.empty((n, h, w, c), dtype=dtype, device=device).permute(0, 3, 1, 2)
-    return rt.empty((n, c, h, w), dtype=dtype, device=device)
-
-
-def _extent(t: torch.Tensor) -> int:
-    return 1 + sum((s - 1) * abs(st) for s, st in zip(t.shape, t.stride(), strict=True)) if t.numel() else 0
-
-
-def _int64(*tensors: torch.Tensor) -> bool:
-    """Index in int64: an offset passes 2^31, or the interpreter runs (its int32 overflow checks on
-    every add and multiply cost more than the arithmetic)."""
-    return rt.INTERPRET or any(_extent(t) > INT32_MAX for t in tensors)
-
-
 def _grid(r: int, s: int, block_s: int):
     def grid(meta):
         block_r = max(meta["BLOCK"] // block_s, 1)
@@ -236,19 +200,20 @@ def _grid(r: int, s: int, block_s: int):
     return grid
 
 
-class _Geometry:
-    """A validated max_pool2d problem on a 4-D input."""
+class MaxPool2dGeometry:
+    """A validated max_pool2d problem on a 4-D input: the options ``max_pool2d`` takes; raises a
+    clear TypeError or ValueError for anything the kernels cannot run."""
 
     def __init__(self, x: torch.Tensor, kernel_size, stride, padding, dilation, ceil_mode):
         rt.check_float(x, "input")
         if x.dim() != 4:
             raise ValueError(f"max_pool2d expects a 4-D (N, C, H, W) or 3-D input, got shape {tuple(x.shape)}")
-        self.kernel = _pair(kernel_size, "kernel_size", minimum=1)
-        self.stride = self.kernel if stride is None or (isinstance(stride, Sequence) and len(stride) == 0) else _pair(
+        self.kernel = pair(kernel_size, "kernel_size", minimum=1)
+        self.stride = self.kernel if stride is None or (isinstance(stride, Sequence) and len(stride) == 0) else pair(
             stride, "stride", minimum=1
         )
-        self.padding = _pair(padding, "padding", minimum=0)
-        self.dilation = _pair(dilation, "dilation", minimum=1)
+        self.padding = pair(padding, "padding", minimum=0)
+        self.dilation = pair(dilation, "dilation", minimum=1)
         if not isinstance(ceil_mode, bool):
             raise TypeError(f"ceil_mode must be a bool, got {ceil_mode!r}")
         if any(p > k // 2 for p, k in zip(self.padding, self.kernel, strict=True)):
@@ -266,7 +231,7 @@ class _Geometry:
                 f"{self.padding} and dilation {self.dilation}: the output would be {self.out[0]}x{self.out[1]}"
             )
         self.n, self.c, self.h, self.w = n, c, h, w
-        self.channels_last = _is_channels_last(x)
+        self.channels_last = is_channels_last(x)
         # a tap is kh * KW + kw; a window that is all padding records one just past the kernel
         # (torch's start-from-the-first-in-bounds-element rule), so the bound is (KH + 1) * (KW + 1)
         taps = (self.kernel[0] + 1) * (self.kernel[1] + 1)
@@ -277,13 +242,13 @@ class _Geometry:
         return (*self.stride, *self.padding, *self.dilation)
 
 
-def _forward(geo: _Geometry, x: torch.Tensor, indices: bool, taps: bool):
+def _forward(geo: MaxPool2dGeometry, x: torch.Tensor, indices: bool, taps: bool):
     oh, ow = geo.out
     shape = (geo.n, geo.c, oh, ow)
     cl = geo.channels_last
-    y = _empty_nchw(shape, dtype=x.dtype, device=x.device, channels_last=cl)
-    idx = _empty_nchw(shape, dtype=torch.int64, device=x.device, channels_last=cl) if indices else None
-    tap = _empty_nchw(shape, dtype=geo.tap_dtype, device=x.device, channels_last=cl) if taps else None
+    y = empty_nchw(shape, dtype=x.dtype, device=x.device, channels_last=cl)
+    idx = empty_nchw(shape, dtype=torch.int64, device=x.device, channels_last=cl) if indices else None
+    tap = empty_nchw(shape, dtype=geo.tap_dtype, device=x.device, channels_last=cl) if taps else None
     if y.numel() == 0:
         return y, idx, tap
     r, s = (geo.n * oh * ow, geo.c) if cl else (geo.n * geo.c, oh * ow)
@@ -293,17 +258,15 @@ def _forward(geo: _Geometry, x: torch.Tensor, indices: bool, taps: bool):
         r, s, geo.c, geo.h, geo.w, oh, ow,
         *x.stride(), *y.stride(), *geo.args,
         KH=geo.kernel[0], KW=geo.kernel[1], CHANNELS_LAST=cl,
-        WRITE_INDICES=indices, WRITE_TAPS=taps, INT64=_int64(x, y), BLOCK_S=block_s,
+        WRITE_INDICES=indices, WRITE_TAPS=taps, INT64=needs_int64(x, y), BLOCK_S=block_s,
     )  # fmt: skip
     return y, idx, tap
 
 
-def _backward(geo: _Geometry, g: torch.Tensor, tap: torch.Tensor) -> torch.Tensor:
+def _backward(geo: MaxPool2dGeometry, g: torch.Tensor, tap: torch.Tensor) -> torch.Tensor:
     oh, ow = geo.out
-    if tuple(g.shape) != (geo.n, geo.c, oh, ow):
-        raise ValueError(f"grad_output of shape {tuple(g.shape)} for an output of shape {(geo.n, geo.c, oh, ow)}")
     cl = geo.channels_last
-    dx = _empty_nchw((geo.n, geo.c, geo.h, geo.w), dtype=g.dtype, device=g.device, channels_last=cl)
+    dx = empty_nchw((geo.n, geo.c, geo.h, geo.w), dtype=g.dtype, device=g.device, channels_last=cl)
     if dx.numel() == 0:
         return dx
     r, s = (geo.n * geo.h * geo.w, geo.c) if cl else (geo.n * geo.c, geo.h * geo.w)
@@ -312,15 +275,16 @@ def _backward(geo: _Geometry, g: torch.Tensor, tap: torch.Tensor) -> torch.Tenso
         g, tap, dx,
         r, s, geo.c, geo.h, geo.w, oh, ow,
         *g.stride(), *tap.stride(), *dx.stride(), *geo.args,
-        KH=geo.kernel[0], KW=geo.kernel[1], CHANNELS_LAST=cl, INT64=_int64(g, dx, tap), BLOCK_S=block_s,
+        KH=geo.kernel[0], KW=geo.kernel[1], CHANNELS_LAST=cl, INT64=needs_int64(g, dx, tap), BLOCK_S=block_s,
     )  # fmt: skip
     return dx
 
 
 class MaxPool2dFunction(torch.autograd.Function):
+    """max_pool2d of a 4-D input for the problem ``geo`` that ``max_pool2d`` validated."""
+
     @staticmethod
-    def forward(ctx, x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
-        geo = _Geometry(x, kernel_size, stride, padding, dilation, ceil_mode)
+    def forward(ctx, x, geo: MaxPool2dGeometry, return_indices: bool):
         need_grad = ctx.needs_input_grad[0]
         y, idx, tap = _forward(geo, x, indices=return_indices, taps=need_grad)
         ctx.geo = geo
@@ -333,7 +297,7 @@ class MaxPool2dFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g, *_):
         (tap,) = ctx.saved_tensors
-        return _backward(ctx.geo, g, tap), None, None, None, None, None, None
+        return _backward(ctx.geo, g, tap), None, None
 
 
 def max_pool2d(
@@ -348,8 +312,10 @@ def max_pool2d(
     """``torch.nn.functional.max_pool2d`` in Triton (NCHW, contiguous or channels_last, any strides;
     a 3-D input is one unbatched image). Returns the output, and with ``return_indices`` also the
     int64 flat index ``h * W + w`` of each window's winner within its plane."""
-    if isinstance(input, torch.Tensor) and input.dim() == 3:
-        batched = input.unsqueeze(0)
-        out = MaxPool2dFunction.apply(batched, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
-        return (out[0].squeeze(0), out[1].squeeze(0)) if return_indices else out.squeeze(0)
-    return MaxPool2dFunction.apply(input, kernel_size, stride, padding, dilation, ceil_mode, return_indices)
+    unbatched = isinstance(input, torch.Tensor) and input.dim() == 3
+    x = input.unsqueeze(0) if unbatched else input
+    geo = MaxPool2dGeometry(x, kernel_size, stride, padding, dilation, ceil_mode)
+    out = MaxPool2dFunction.apply(x, geo, bool(return_indices))
+    if not unbatched:
+        return out
+    return (out[0].squeeze(0), out[1].squeeze(0)) if return_indices else out.squeeze(0)

@@ -13,7 +13,8 @@ import triton
 import triton.language as tl
 
 from kernels import _runtime as rt
-from kernels._strided import collapse
+from kernels._strided import collapse, int64_indexing, strided_offsets
+from kernels._sums import acc_dtype
 
 __all__ = [
     "PROLOGUE_DIV",
@@ -27,13 +28,11 @@ __all__ = [
     "amax",
     "amin",
     "div_rn",
-    "int64_indexing",
     "max",
     "mean",
     "min",
     "reduce_sum",
     "reduction_dims",
-    "strided_offsets",
     "sum",
 ]
 
@@ -46,9 +45,6 @@ PROLOGUE_MUL = 2  # p0 * p1                  (mul)
 PROLOGUE_DIV = 3  # p0 / p1                  (div: grad of input)
 PROLOGUE_DIV_OTHER = 4  # -p0 * ((p1 / p2) / p2)  (div: grad of other, torch's rounding order)
 
-#: Offsets and indices stay int32 below this many elements (a margin of 2^20 below 2^31 covers the
-#: largest block and split any kernel here adds to an index before masking it).
-_INT32_LIMIT = 2**31 - 2**20
 
 #: Elements one program loads per loop step: 4096 keeps 16 fp32 values per thread in flight with 8
 #: warps on a GPU; under the interpreter (whose cost is per op, hardly per element) rows past 4096,
@@ -65,30 +61,6 @@ _SPLIT_MIN = 4096
 # ---------------------------------------------------------------------------------------------
 # Triton kernels
 # ---------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def strided_offsets(idx, S1, S2, S3, s0, s1, s2, s3, RANK: tl.constexpr):
-    """Memory offsets (in elements) of the elements at row-major linear indices ``idx`` of a
-    (S0, S1, S2, S3) view with strides (s0, s1, s2, s3); S0 is implied by the range of ``idx``.
-    ``RANK`` (1..4) is how many trailing dims are in use: the leading ones have size 1 and cost no
-    division."""
-    if RANK <= 1:
-        off = idx * s3
-    else:
-        i3 = idx % S3
-        r = idx // S3
-        if RANK == 2:
-            off = r * s2 + i3 * s3
-        else:
-            i2 = r % S2
-            r = r // S2
-            if RANK == 3:
-                off = r * s1 + i2 * s2 + i3 * s3
-            else:
-                i1 = r % S1
-                off = (r // S1) * s0 + i1 * s1 + i2 * s2 + i3 * s3
-    return off
 
 
 @triton.jit
@@ -300,17 +272,6 @@ def _select_bwd_kernel(
 # ---------------------------------------------------------------------------------------------
 
 
-def int64_indexing(*tensors: torch.Tensor, n: int = 0) -> bool:
-    """True when an index up to ``n`` or an offset inside any of ``tensors`` can pass int32."""
-    if n >= _INT32_LIMIT:
-        return True
-    for t in tensors:
-        extent = builtins.sum((s - 1) * st for s, st in zip(t.shape, t.stride(), strict=True)) if t.numel() else 0
-        if t.numel() >= _INT32_LIMIT or extent >= _INT32_LIMIT:
-            return True
-    return False
-
-
 def reduction_dims(dim: int | Sequence[int] | None, ndim: int, name: str = "dim") -> tuple[int, ...]:
     """``dim`` (an int, a sequence of ints, or None/() for every dim) as sorted non-negative dims."""
     if dim is None:
@@ -450,10 +411,6 @@ def _splits(m: int, k: int, block_m: int, block_k: int) -> tuple[int, int]:
 # ---------------------------------------------------------------------------------------------
 
 
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 def reduce_sum(
     operands: Sequence[torch.Tensor],
     shape: Sequence[int],
@@ -478,7 +435,7 @@ def reduce_sum(
     strides = [layout.strides(i) for i in range(len(ops))]
     strides += [[0] * 8] * (3 - len(ops))
     ptrs = [*ops, *[ops[0]] * (3 - len(ops))]
-    target = out if n_splits == 1 else rt.empty((layout.M, n_splits), dtype=_acc_dtype(dtype), device=out.device)
+    target = out if n_splits == 1 else rt.empty((layout.M, n_splits), dtype=acc_dtype(dtype), device=out.device)
     _sum_kernel[(rt.cdiv(layout.M, block_m), n_splits)](
         *ptrs, target, layout.M, layout.K, per_split, 1 if divisor is None else divisor,
         *layout.rows[1:], *layout.cols[1:], *strides[0], *strides[1], *strides[2],

@@ -7,24 +7,11 @@ import triton
 import triton.language as tl
 
 from kernels import _runtime as rt
-from kernels._strided import flat_strides
+from kernels._strided import flat_strides, strided_offsets
 
 __all__ = ["ReLUFunction", "relu"]
 
 BLOCK = 1024  # elements per program: 4 KiB of fp32 in flight per program is enough to stream
-
-
-@triton.jit
-def _strided_offsets(offs, S1, S2, S3, s0, s1, s2, s3):
-    """Memory offsets of the elements at row-major linear indices ``offs`` of a (S0, S1, S2, S3)
-    view with strides (s0, s1, s2, s3)."""
-    i3 = offs % S3
-    r = offs // S3
-    i2 = r % S2
-    r = r // S2
-    i1 = r % S1
-    i0 = r // S1
-    return i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3
 
 
 @triton.jit
@@ -47,7 +34,7 @@ def _relu_fwd_kernel(
     if CONTIGUOUS:
         x_offs = offs
     else:
-        x_offs = _strided_offsets(offs, S1, S2, S3, xs0, xs1, xs2, xs3)
+        x_offs = strided_offsets(offs, S1, S2, S3, xs0, xs1, xs2, xs3, 4)
     x = tl.load(x_ptr + x_offs, mask=mask).to(tl.float32 if x_ptr.dtype.element_ty != tl.float64 else tl.float64)
     y = tl.where(x < 0, 0.0, x)  # NaN stays NaN, as in torch
     tl.store(y_ptr + offs, y.to(y_ptr.dtype.element_ty), mask=mask)
@@ -74,7 +61,7 @@ def _relu_bwd_kernel(
     if CONTIGUOUS:
         g_offs = offs
     else:
-        g_offs = _strided_offsets(offs, S1, S2, S3, gs0, gs1, gs2, gs3)
+        g_offs = strided_offsets(offs, S1, S2, S3, gs0, gs1, gs2, gs3, 4)
     acc_t = tl.float32 if g_ptr.dtype.element_ty != tl.float64 else tl.float64
     y = tl.load(y_ptr + offs, mask=mask).to(acc_t)
     g = tl.load(g_ptr + g_offs, mask=mask).to(acc_t)
@@ -82,8 +69,7 @@ def _relu_bwd_kernel(
     tl.store(dx_ptr + offs, dx.to(dx_ptr.dtype.element_ty), mask=mask)
 
 
-def relu_forward(x: torch.Tensor) -> torch.Tensor:
-    rt.check_float(x, "input")
+def _forward(x: torch.Tensor) -> torch.Tensor:
     y = rt.empty_like(x)
     n = x.numel()
     if n == 0:
@@ -93,9 +79,8 @@ def relu_forward(x: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def relu_backward(y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-    if g.shape != y.shape or g.dtype != y.dtype:
-        raise ValueError(f"grad_output of shape {tuple(g.shape)} {g.dtype} for an output of {tuple(y.shape)} {y.dtype}")
+def _backward(y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """grad_input from the saved output and grad_output (autograd gives it the output's shape and dtype)."""
     dx = rt.empty_like(y)
     n = y.numel()
     if n == 0:
@@ -106,16 +91,18 @@ def relu_backward(y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
 
 
 class ReLUFunction(torch.autograd.Function):
+    """max(x, 0) of a floating tensor ``relu`` checked; saves the output, whose sign is the mask."""
+
     @staticmethod
     def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        y = relu_forward(x)
+        y = _forward(x)
         ctx.save_for_backward(y)
         return y
 
     @staticmethod
     def backward(ctx, g: torch.Tensor) -> torch.Tensor:
         (y,) = ctx.saved_tensors
-        return relu_backward(y, g)
+        return _backward(y, g)
 
 
 def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
@@ -123,4 +110,5 @@ def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     tensor autograd may need)."""
     if inplace:
         raise NotImplementedError("relu(inplace=True) is not supported; use the out-of-place form")
+    rt.check_float(input, "input")
     return ReLUFunction.apply(input)

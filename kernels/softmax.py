@@ -11,11 +11,10 @@ import triton
 import triton.language as tl
 
 from kernels import _runtime as rt
-from kernels._strided import collapse
+from kernels._strided import collapse, strided_offsets
 
 __all__ = [
     "Blocks",
-    "LogSoftmaxFunction",
     "RowLayout",
     "SoftmaxFunction",
     "log_softmax",
@@ -23,7 +22,6 @@ __all__ = [
     "online_top_rest",
     "pick_blocks",
     "row_layout",
-    "row_offsets",
     "softmax",
 ]
 
@@ -45,32 +43,8 @@ ROWS_ACROSS = 32
 
 
 # ---------------------------------------------------------------------------------------------
-# Row layout, shared with kernels.loss: all dims but one collapse to at most four "row" dims
+# Row layout, shared with kernels.cross_entropy: all dims but one collapse to at most four "row" dims
 # ---------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def row_offsets(
-    rows,  # (BLOCK_R,) int64 row indices
-    R1,
-    R2,
-    R3,  # collapsed row dims (R0 is implied by the row count)
-    s0,
-    s1,
-    s2,
-    s3,  # one tensor's strides along those dims, in elements
-    FLAT: tl.constexpr,  # only the innermost row dim is larger than 1: offset = row * s3
-):
-    """Memory offsets (int64) of the first element of each row."""
-    if FLAT:
-        return rows * s3
-    i3 = rows % R3
-    r = rows // R3
-    i2 = r % R2
-    r = r // R2
-    i1 = r % R1
-    i0 = r // R1
-    return i0 * s0 + i1 * s1 + i2 * s2 + i3 * s3
 
 
 @triton.jit
@@ -192,15 +166,15 @@ def _softmax_fwd_kernel(
     ys3,
     ysl,  # output strides
     LOG: tl.constexpr,  # log_softmax instead of softmax
-    FLAT: tl.constexpr,  # rows index with one stride
+    RANK: tl.constexpr,  # collapsed dims the offsets use: 1 (offset = index * stride) or 4
     SINGLE: tl.constexpr,  # the whole row in one tile; else stream it twice
     BLOCK_R: tl.constexpr,  # rows per program
     BLOCK_L: tl.constexpr,  # elements per row per tile
 ):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < n_rows
-    x_row = row_offsets(rows, R1, R2, R3, xs0, xs1, xs2, xs3, FLAT)[:, None]
-    y_row = row_offsets(rows, R1, R2, R3, ys0, ys1, ys2, ys3, FLAT)[:, None]
+    x_row = strided_offsets(rows, R1, R2, R3, xs0, xs1, xs2, xs3, RANK)[:, None]
+    y_row = strided_offsets(rows, R1, R2, R3, ys0, ys1, ys2, ys3, RANK)[:, None]
     cols = tl.arange(0, BLOCK_L).to(tl.int64)[None, :]  # int64: col * stride can pass 2^31
     acc_ty = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     if SINGLE:
@@ -270,7 +244,7 @@ def _softmax_bwd_kernel(
     ds3,
     dsl,  # grad_input strides
     LOG: tl.constexpr,  # log_softmax's gradient instead of softmax's
-    FLAT: tl.constexpr,
+    RANK: tl.constexpr,  # collapsed dims the offsets use: 1 (offset = index * stride) or 4
     SINGLE: tl.constexpr,
     BLOCK_R: tl.constexpr,
     BLOCK_L: tl.constexpr,
@@ -288,9 +262,9 @@ def _softmax_bwd_kernel(
     #   (exactly 0 for a constant g and x, where p = 1 / L).
     rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < n_rows
-    x_row = row_offsets(rows, R1, R2, R3, xs0, xs1, xs2, xs3, FLAT)[:, None]
-    g_row = row_offsets(rows, R1, R2, R3, gs0, gs1, gs2, gs3, FLAT)[:, None]
-    d_row = row_offsets(rows, R1, R2, R3, ds0, ds1, ds2, ds3, FLAT)[:, None]
+    x_row = strided_offsets(rows, R1, R2, R3, xs0, xs1, xs2, xs3, RANK)[:, None]
+    g_row = strided_offsets(rows, R1, R2, R3, gs0, gs1, gs2, gs3, RANK)[:, None]
+    d_row = strided_offsets(rows, R1, R2, R3, ds0, ds1, ds2, ds3, RANK)[:, None]
     cols = tl.arange(0, BLOCK_L).to(tl.int64)[None, :]  # int64: col * stride can pass 2^31
     acc_ty = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     k = tl.load(g_ptr + g_row, mask=row_ok[:, None], other=0.0).to(acc_ty)
@@ -398,7 +372,7 @@ def _launch(kernel, dim: int, tensors: Sequence[torch.Tensor], **flags: bool) ->
         *layout.sizes,
         *strides,
         **flags,
-        FLAT=layout.flat,
+        RANK=1 if layout.flat else 4,
         SINGLE=blocks.single,
         BLOCK_R=blocks.rows,
         BLOCK_L=blocks.length,
@@ -407,11 +381,7 @@ def _launch(kernel, dim: int, tensors: Sequence[torch.Tensor], **flags: bool) ->
 
 
 def _forward(x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
-    rt.check_float(x, "input")
-    if x.dim() == 0:  # one element along the only "dim": softmax 1, log_softmax 0
-        rt.canonical_dim(dim, 0)
-        return _forward(x.reshape(1), 0, log).reshape(())
-    dim = rt.canonical_dim(dim, x.dim())
+    """softmax (log_softmax when ``log``) of ``x`` (at least 1-d) along the non-negative ``dim``."""
     y = rt.empty_like(x)
     if y.numel():
         _launch(_softmax_fwd_kernel, dim, (x, y), LOG=log)
@@ -420,9 +390,6 @@ def _forward(x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
 
 def _backward(x: torch.Tensor, g: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
     """grad_input from the saved input and grad_output."""
-    if x.dim() == 0:
-        return _backward(x.reshape(1), g.reshape(1), 0, log).reshape(())
-    dim = rt.canonical_dim(dim, x.dim())
     dx = rt.empty_like(x)
     if dx.numel():
         _launch(_softmax_bwd_kernel, dim, (x, g, dx), LOG=log)
@@ -430,47 +397,38 @@ def _backward(x: torch.Tensor, g: torch.Tensor, dim: int, log: bool) -> torch.Te
 
 
 class SoftmaxFunction(torch.autograd.Function):
-    """Saves the input, not the output: the backward recomputes exp(x - max) (see _softmax_bwd_kernel)."""
+    """softmax, or log_softmax with ``log=True``, of a floating tensor of at least one dim along a
+    non-negative ``dim`` (the public functions check both). Saves the input, not the output: the
+    backward recomputes exp(x - max) (see _softmax_bwd_kernel)."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, dim: int) -> torch.Tensor:
-        y = _forward(x, dim, log=False)
+    def forward(ctx, x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
         ctx.save_for_backward(x)
-        ctx.dim = dim
-        return y
+        ctx.dim, ctx.log = dim, log
+        return _forward(x, dim, log)
 
     @staticmethod
     def backward(ctx, g: torch.Tensor):
         (x,) = ctx.saved_tensors
-        return _backward(x, g, ctx.dim, log=False), None
+        return _backward(x, g, ctx.dim, ctx.log), None, None
 
 
-class LogSoftmaxFunction(torch.autograd.Function):
-    """Saves the input, not the output, as SoftmaxFunction."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, dim: int) -> torch.Tensor:
-        y = _forward(x, dim, log=True)
-        ctx.save_for_backward(x)
-        ctx.dim = dim
-        return y
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):
-        (x,) = ctx.saved_tensors
-        return _backward(x, g, ctx.dim, log=True), None
-
-
-def _cast(x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
-    """torch's ``dtype=`` option: cast the input first (the cast is torch's, and differentiable)."""
-    return x if dtype is None else x.to(dtype)
+def _apply(input: torch.Tensor, dim: int, dtype: torch.dtype | None, log: bool) -> torch.Tensor:
+    """Validate, apply torch's ``dtype=`` option (a cast of the input first: torch's, and
+    differentiable) and run SoftmaxFunction; a 0-d input is one element along the only dim."""
+    x = input if dtype is None or not isinstance(input, torch.Tensor) else input.to(dtype)
+    rt.check_float(x, "input")
+    if x.dim() == 0:  # softmax 1, log_softmax 0
+        rt.canonical_dim(dim, 0)
+        return SoftmaxFunction.apply(x.reshape(1), 0, log).reshape(())
+    return SoftmaxFunction.apply(x, rt.canonical_dim(dim, x.dim()), log)
 
 
 def softmax(input: torch.Tensor, dim: int, *, dtype: torch.dtype | None = None) -> torch.Tensor:
     """``torch.nn.functional.softmax`` in Triton: exp(x - max) / sum along ``dim``."""
-    return SoftmaxFunction.apply(_cast(input, dtype), dim)
+    return _apply(input, dim, dtype, log=False)
 
 
 def log_softmax(input: torch.Tensor, dim: int, *, dtype: torch.dtype | None = None) -> torch.Tensor:
     """``torch.nn.functional.log_softmax`` in Triton: (x - max) - log(sum(exp(x - max))) along ``dim``."""
-    return LogSoftmaxFunction.apply(_cast(input, dtype), dim)
+    return _apply(input, dim, dtype, log=True)

@@ -39,6 +39,11 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+# Run as ``python scripts/gpu_run.py``, Python puts scripts/ on sys.path, not the checkout: put the
+# root there too, so this process can import ``benchmarks.table`` (the child pytest processes get
+# it through PYTHONPATH, see child_env).
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 PROBE = r"""
 import json, importlib.util, sys
@@ -191,18 +196,6 @@ def bench_source(out: Path) -> Path | None:
     return best if best is not None and counts[best] else None
 
 
-def load_benchtable():
-    """gradcheck/benchtable.py by path: it needs only rich and matplotlib, so the table still
-    comes out when some other module of the package does not import."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("gradcheck_benchtable", ROOT / "gradcheck" / "benchtable.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look the module up by name
-    spec.loader.exec_module(module)
-    return module
-
-
 def commit_results(out: Path, env_info: dict[str, Any]) -> Path:
     gpus = env_info.get("gpus") or []
     card = slug(gpus[0]) if gpus else "cpu"
@@ -332,16 +325,19 @@ def main(argv: list[str] | None = None) -> int:
     rows: list = []
     machine: dict[str, Any] = {}
     source = bench_source(out)  # with --skip-bench: an earlier run's results in --out, if any
-    benchtable = None
+    table = None
     if source is not None:
         try:
-            benchtable = load_benchtable()
-            benches, machine = benchtable.load_results(source)
-            rows = benchtable.make_rows(benches)
-            (out / "bench.md").write_text(benchtable.to_markdown(rows, machine))
+            # imported here: it needs only rich and matplotlib (benchmarks/__init__.py imports nothing),
+            # and should it fail anyway, the run still writes its summary (the table is logged as failed)
+            from benchmarks import table
+
+            benches, machine = table.load_results(source)
+            rows = table.make_rows(benches)
+            (out / "bench.md").write_text(table.to_markdown(rows, machine))
             with open(out / "bench_table.txt", "w") as fh:
-                benchtable.render(rows, machine, width=170, file=fh)
-            benchtable.plot(rows, out / "bench.png", machine)
+                table.render(rows, machine, width=170, file=fh)
+            table.plot(rows, out / "bench.png", machine)
             met = [r.goal_met for r in rows if r.goal and r.ours is not None and r.goal_met is not None]
             summary.setdefault("bench", {})["goals"] = {
                 "measured": len(met),
@@ -392,9 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         print("  last lines of bench.log:\n    " + tail(out / "bench.log", 6).replace("\n", "\n    "))
     print(f"results in {out}: summary.json, junit.xml, bench.json, bench.md, bench_table.txt, bench.png")
-    if rows and benchtable is not None:
+    if rows and table is not None:
         print()
-        benchtable.render(rows, machine, width=150, compact=True)
+        table.render(rows, machine, width=150, compact=True)
     elif not args.skip_bench:
         print("no benchmark results to show")
     return 0 if ok else 1

@@ -1,16 +1,19 @@
-"""Test-suite hooks: with pytest-xdist on a machine with several GPUs, each worker is pinned to one
-GPU (worker gwN -> cuda:N mod device count); tests marked ``gpu`` (tensors past 2^31 elements, tens
-of GiB) share one xdist group, so under ``--dist loadgroup`` two of them never hold memory at once."""
+"""Test-suite hooks: tests marked ``gpu`` are skipped where the kernels run under the Triton
+interpreter; with pytest-xdist on a machine with several GPUs, each worker is pinned to one GPU
+(worker gwN -> cuda:N mod device count); tests marked ``gpu`` (tensors past 2^31 elements, tens of
+GiB) share one xdist group, so under ``--dist loadgroup`` two of them never hold memory at once."""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+from hypothesis import settings
+
+from kernels import _runtime
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "xdist_group(name): pytest-xdist runs a group on one worker (--dist loadgroup)")
     worker = os.environ.get("PYTEST_XDIST_WORKER", "")
     if not worker.startswith("gw"):
         return
@@ -21,7 +24,16 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.cuda.set_device(int(worker[2:]) % torch.cuda.device_count())
 
 
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    mode = "Triton interpreter on CPU" if _runtime.INTERPRET else "compiled for CUDA"
+    profile = getattr(settings, "get_current_profile_name", lambda: "active")()
+    return [f"kernels: {mode}; hypothesis profile {profile} ({settings().max_examples} examples)"]
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (kernels run under the Triton interpreter here)")
     for item in items:
         if item.get_closest_marker("gpu") is not None:
             item.add_marker(pytest.mark.xdist_group("gpu-bigmem"))
+            if _runtime.INTERPRET:
+                item.add_marker(skip)

@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gradcheck import data as gd
+from kernels.blitz import data as gd
 
 pytest.importorskip("sklearn")
 

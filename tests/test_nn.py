@@ -14,6 +14,7 @@ from torch import nn
 import kernels.nn as knn
 from gradcheck.tolerances import assert_close
 from kernels import _runtime as rt
+from kernels.blitz.net import BlitzNet, TorchBlitzNet, blitznet_torch
 
 DEV = rt.device()
 F64 = torch.float64
@@ -36,7 +37,7 @@ PAIRS = [
         lambda: knn.Conv2d(4, 6, (3, 2), stride=2, padding=1, groups=2, bias=False, device=DEV),
         lambda: nn.Conv2d(4, 6, (3, 2), stride=2, padding=1, groups=2, bias=False, device=DEV),
     ),
-    (lambda: knn.BlitzNet(device=DEV), lambda: knn.blitznet_torch(device=DEV)),
+    (lambda: BlitzNet(device=DEV), lambda: blitznet_torch(device=DEV)),
 ]
 
 
@@ -81,10 +82,10 @@ def test_state_dict_loads_both_ways(ours, theirs):
 
 
 def test_blitznet_keys_are_the_tutorials():
-    keys = list(knn.BlitzNet().state_dict())
+    keys = list(BlitzNet().state_dict())
     assert keys == [f"{layer}.{p}" for layer in ("conv1", "conv2", "fc1", "fc2", "fc3") for p in ("weight", "bias")]
-    assert keys == list(knn.TorchBlitzNet().state_dict())
-    shapes = {k: tuple(v.shape) for k, v in knn.BlitzNet().state_dict().items()}
+    assert keys == list(TorchBlitzNet().state_dict())
+    shapes = {k: tuple(v.shape) for k, v in BlitzNet().state_dict().items()}
     assert shapes["conv1.weight"] == (6, 3, 5, 5) and shapes["conv2.weight"] == (16, 6, 5, 5)
     assert shapes["fc1.weight"] == (120, 400) and shapes["fc2.weight"] == (84, 120) and shapes["fc3.weight"] == (10, 84)
 
@@ -211,14 +212,14 @@ def test_blitznet_matches_torch_forward_and_backward(fused):
     x = torch.randn(3, 3, 32, 32, device=DEV, dtype=F64)
     # the five layers' reductions, forward and backward, add up to less than the input's 9216 elements
     # (conv1's weight gradient alone sums 3 * 28 * 28 = 2352)
-    ours, theirs = knn.BlitzNet(fused=fused, device=DEV, dtype=F64), knn.blitznet_torch(device=DEV, dtype=F64)
+    ours, theirs = BlitzNet(fused=fused, device=DEV, dtype=F64), blitznet_torch(device=DEV, dtype=F64)
     _check_module(ours, theirs, x, depth=x.numel())
 
 
 def test_blitznet_logits_shape_and_float32():
     torch.manual_seed(0)
-    ours = knn.BlitzNet(num_classes=7, device=DEV)
-    theirs = knn.blitznet_torch(7, device=DEV)
+    ours = BlitzNet(num_classes=7, device=DEV)
+    theirs = blitznet_torch(7, device=DEV)
     theirs.load_state_dict(ours.state_dict())
     x = torch.randn(2, 3, 32, 32, device=DEV)
     out = ours(x)
@@ -231,7 +232,7 @@ def test_reprs_read_like_torch():
     assert repr(knn.Conv2d(3, 6, 5)) == repr(nn.Conv2d(3, 6, 5))
     assert repr(knn.Conv2d(3, 6, 5, padding=2, bias=False)) == repr(nn.Conv2d(3, 6, 5, padding=2, bias=False))
     assert repr(knn.MaxPool2d(2, 2)) == repr(nn.MaxPool2d(2, 2))
-    assert "conv1" in repr(knn.BlitzNet()) and "fc3" in repr(knn.BlitzNet())
+    assert "conv1" in repr(BlitzNet()) and "fc3" in repr(BlitzNet())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,20 +245,20 @@ def test_reprs_read_like_torch():
     [
         (lambda: knn.Linear(0, 3), ValueError, "in_features must be positive"),
         (lambda: knn.Linear(2.5, 3), TypeError, "in_features must be an int"),
-        (lambda: knn.Conv2d(3, 6, 0), ValueError, "kernel_size must be >= 1"),
+        (lambda: knn.Conv2d(3, 6, 0), ValueError, "kernel_size must be positive"),
         (lambda: knn.Conv2d(3, 6, (3, 3, 3)), TypeError, "pair of ints"),
         (lambda: knn.Conv2d(3, 6, 3, groups=2), ValueError, "divisible by groups"),
-        (lambda: knn.Conv2d(3, 6, 3, padding=-1), ValueError, "padding must be >= 0"),
+        (lambda: knn.Conv2d(3, 6, 3, padding=-1), ValueError, "padding must be non-negative"),
         (lambda: knn.Conv2d(3, 6, 3, padding="full"), ValueError, "'valid', 'same'"),
         (lambda: knn.Conv2d(3, 6, 2, padding="same"), NotImplementedError, "asymmetric"),
         (lambda: knn.Conv2d(3, 6, 3, padding_mode="reflect"), NotImplementedError, "only 'zeros'"),
         (lambda: knn.Conv2d(3, 6, 3, padding_mode="mirror"), ValueError, "padding_mode must be"),
         (lambda: knn.MaxPool2d(2, padding=2), ValueError, "at most half"),
-        (lambda: knn.MaxPool2d(2, stride=0), ValueError, "stride must be >= 1"),
+        (lambda: knn.MaxPool2d(2, stride=0), ValueError, "stride must be positive"),
         (lambda: knn.ReLU(inplace=True), NotImplementedError, "inplace"),
         (lambda: knn.CrossEntropyLoss(reduction="avg"), ValueError, "reduction must be one of"),
         (lambda: knn.CrossEntropyLoss(label_smoothing=1.5), ValueError, "label_smoothing"),
-        (lambda: knn.BlitzNet(num_classes=0), ValueError, "num_classes must be positive"),
+        (lambda: BlitzNet(num_classes=0), ValueError, "num_classes must be positive"),
     ],
 )
 def test_constructors_reject_bad_arguments(make, error, match):
@@ -287,8 +288,8 @@ def test_legacy_loss_arguments_map_like_torch():
         (knn.ReLU(), "x", TypeError, "must be a torch.Tensor"),
         (knn.Flatten(3, 1), torch.randn(2, 3, 4, 5), ValueError, "comes after"),
         (knn.Flatten(5), torch.randn(2, 3), IndexError, "out of range"),
-        (knn.BlitzNet(), torch.randn(2, 3, 28, 28), ValueError, r"\(N, 3, 32, 32\)"),
-        (knn.BlitzNet(), torch.randn(3, 32, 32), ValueError, r"\(N, 3, 32, 32\)"),
+        (BlitzNet(), torch.randn(2, 3, 28, 28), ValueError, r"\(N, 3, 32, 32\)"),
+        (BlitzNet(), torch.randn(3, 32, 32), ValueError, r"\(N, 3, 32, 32\)"),
     ],
 )
 def test_forward_rejects_bad_input(module, x, error, match):

@@ -1,4 +1,5 @@
-"""``python -m gradcheck train``: our BlitzNet tracks torch.nn step for step and converges.
+"""``python -m kernels.blitz`` (or ``python -m gradcheck train``): our BlitzNet tracks torch.nn step for step
+and converges.
 
 Everything runs the real kernels (the Triton interpreter on CPU), so the runs are short: the
 float64 parity run takes 24 steps of batch 4, the convergence run 50 steps of batch 8.
@@ -15,9 +16,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gradcheck import data as gd
-from gradcheck import train as gt
 from kernels import _runtime as rt
+from kernels.blitz import data as gd
+from kernels.blitz import train as gt
 
 pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
@@ -126,9 +127,10 @@ def test_cli_reports_user_errors(tmp_path, capsys):
         assert info.value.code == 2
 
 
-def test_help_through_the_module_entry_point():
+@pytest.mark.parametrize("command", [["kernels.blitz"], ["gradcheck", "train"]], ids=" ".join)
+def test_help_through_the_module_entry_points(command):
     proc = subprocess.run(
-        [sys.executable, "-m", "gradcheck", "train", "--help"],
+        [sys.executable, "-m", *command, "--help"],
         cwd=ROOT,
         capture_output=True,
         text=True,

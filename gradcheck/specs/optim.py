@@ -5,21 +5,11 @@ from __future__ import annotations
 import torch
 from hypothesis import strategies as st
 
-import kernels.optim
 import reference.optim
 from gradcheck import strategies as gs
 from gradcheck.catalog import OpSpec
 
 __all__ = ["SPECS"]
-
-
-def _impl(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
-    """kernels.optim.sgd_step with positional hyperparameters; the new buffer only with momentum."""
-    new_p, new_b = kernels.optim.sgd_step(
-        param, grad, buf, lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
-        nesterov=nesterov, maximize=maximize, first_step=first_step,
-    )  # fmt: skip
-    return new_p if new_b is None else (new_p, new_b)
 
 
 def _reference(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
@@ -68,7 +58,6 @@ def _inputs(draw, dtype: torch.dtype):
 SPECS = [
     OpSpec(
         name="sgd",
-        impl=_impl,
         reference=_reference,
         reference_vjp=None,
         inputs=_inputs,

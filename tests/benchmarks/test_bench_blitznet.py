@@ -6,25 +6,25 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gradcheck import bench as gb
+from benchmarks import harness as hb
 
-TRAIN_GOAL = gb.speedup_goal(2, "torch")
+TRAIN_GOAL = hb.speedup_goal(2, "torch")
 CASES = [
-    gb.Case("b4", "batch 4", gpu=4, cpu=2),
-    gb.Case("b256", "batch 256", gpu=256, cpu=2, smoke=False, compile=True, goal=TRAIN_GOAL),
-    gb.Case("b4096", "batch 4096", gpu=4096, cpu=2, smoke=False, compile=True, goal=TRAIN_GOAL),
+    hb.Case("b4", "batch 4", gpu=4, cpu=2),
+    hb.Case("b256", "batch 256", gpu=256, cpu=2, smoke=False, compile=True, goal=TRAIN_GOAL),
+    hb.Case("b4096", "batch 4096", gpu=4096, cpu=2, smoke=False, compile=True, goal=TRAIN_GOAL),
 ]
 
 
 def _models(bench, impl):
     """(model, loss function, optimizer class) for ``impl``, sharing initial weights."""
-    torch_net = gb.load("kernels.nn", "TorchBlitzNet")
+    torch_net = hb.load("kernels.nn", "TorchBlitzNet")
     torch.manual_seed(0)
     reference = torch_net().to(bench.device)
     if impl == "ours":
-        net = gb.load("kernels.nn", "BlitzNet")().to(bench.device)
+        net = hb.load("kernels.nn", "BlitzNet")().to(bench.device)
         net.load_state_dict(reference.state_dict())
-        return net, gb.load("kernels.loss", "cross_entropy"), gb.load("kernels.optim", "SGD")
+        return net, hb.load("kernels.cross_entropy", "cross_entropy"), hb.load("kernels.optim", "SGD")
     model = bench.compiled(reference) if impl == "compile" else reference
     return model, F.cross_entropy, torch.optim.SGD
 
@@ -32,10 +32,10 @@ def _models(bench, impl):
 @pytest.mark.parametrize(
     "case,pass_,impl",
     # torch.compile: the training step at batch 256 and 4096
-    gb.combos(
+    hb.combos(
         CASES,
         ["fwd", "step"],
-        [*gb.IMPLS, "compile"],
+        [*hb.IMPLS, "compile"],
         keep=lambda case, pass_, impl: impl != "compile" or (case.compile and pass_ == "step"),
     ),
 )

@@ -3,19 +3,19 @@
 import pytest
 import torch
 
-from gradcheck import bench as gb
+from benchmarks import harness as hb
 
 CASES = [
-    gb.Case("dim0", "2x8192^2 dim=0", gpu=(8192, 8192, 0), cpu=(64, 128, 0)),
-    gb.Case("dim1", "2x8192^2 dim=1", gpu=(8192, 8192, 1), cpu=(64, 128, 1)),
+    hb.Case("dim0", "2x8192^2 dim=0", gpu=(8192, 8192, 0), cpu=(64, 128, 0)),
+    hb.Case("dim1", "2x8192^2 dim=1", gpu=(8192, 8192, 1), cpu=(64, 128, 1)),
 ]
 
 
-@pytest.mark.parametrize("impl", gb.IMPLS)
-@pytest.mark.parametrize("pass_", gb.PASSES)
+@pytest.mark.parametrize("impl", hb.IMPLS)
+@pytest.mark.parametrize("pass_", hb.PASSES)
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_cat(bench, case, pass_, impl):
-    fn = bench.pick(impl, lambda: gb.load("kernels.cat", "cat"), torch.cat)
+    fn = bench.pick(impl, lambda: hb.load("kernels.cat", "cat"), torch.cat)
     rows, cols, dim = bench.size(case)
     parts = [bench.tensor((rows, cols), grad=pass_ == "fwd+bwd") for _ in range(2)]
     half = parts[0].numel() * parts[0].element_size()

@@ -9,42 +9,42 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gradcheck import bench as gb
+from benchmarks import harness as hb
 
 # (N, C_in, H, W, C_out, kernel, padding, bias, input needs grad)
 CASES = [
-    gb.Case(
+    hb.Case(
         "blitz-conv1-n4096",
         "conv1 N4096 3->6 5x5",
         gpu=(4096, 3, 32, 32, 6, 5, 0, True, False),
         cpu=(2, 3, 32, 32, 6, 5, 0, True, False),
         precision="ieee",
-        goal=gb.speedup_goal(1.5, "cuDNN"),
+        goal=hb.speedup_goal(1.5, "cuDNN"),
     ),
-    gb.Case(
+    hb.Case(
         "blitz-conv2-n4096",
         "conv2 N4096 6->16 5x5",
         gpu=(4096, 6, 14, 14, 16, 5, 0, True, True),
         cpu=(2, 6, 14, 14, 16, 5, 0, True, True),
         precision="ieee",
-        goal=gb.speedup_goal(1.5, "cuDNN"),
+        goal=hb.speedup_goal(1.5, "cuDNN"),
     ),
-    gb.Case(
+    hb.Case(
         "resnet-3x3-fp16",
         "N128 64->64 3x3 56^2",
         gpu=(128, 64, 56, 56, 64, 3, 1, False, True),
         cpu=(1, 16, 8, 8, 16, 3, 1, False, True),
         dtype=torch.float16,
-        goal=gb.speedup_goal(0.7, "cuDNN"),
+        goal=hb.speedup_goal(0.7, "cuDNN"),
     ),
 ]
 
 
-@pytest.mark.parametrize("impl", gb.IMPLS)
-@pytest.mark.parametrize("pass_", gb.PASSES)
+@pytest.mark.parametrize("impl", hb.IMPLS)
+@pytest.mark.parametrize("pass_", hb.PASSES)
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_conv2d(bench, case, pass_, impl):
-    fn = bench.pick(impl, lambda: gb.load("kernels.conv", "conv2d"), F.conv2d)
+    fn = bench.pick(impl, lambda: hb.load("kernels.conv", "conv2d"), F.conv2d)
     n, cin, h, w, cout, k, pad, has_bias, x_grad = bench.size(case)
     grad = pass_ == "fwd+bwd"
     x = bench.tensor((n, cin, h, w), case.dtype, grad=grad and x_grad)

@@ -4,7 +4,7 @@
 import pytest
 import torch
 
-from gradcheck import bench as gb
+from benchmarks import harness as hb
 
 N = 2**28
 # name -> (torch function, arity, positive inputs (log/sqrt/div), bytes moved in units of one
@@ -23,18 +23,18 @@ OPS = {
     "pow": (lambda x: torch.pow(x, 2.0), 1, True, 2, 3),
 }
 
-CASE = gb.Case("2e28", "2^28", gpu=(N,), cpu=(4096,), goal=gb.COPY_BOUND)
+CASE = hb.Case("2e28", "2^28", gpu=(N,), cpu=(4096,), goal=hb.COPY_BOUND)
 
 
 def _ours(name):
     if name == "pow":
-        pow_ = gb.load("kernels.elementwise", "pow")
+        pow_ = hb.load("kernels.elementwise", "pow")
         return lambda x: pow_(x, 2.0)
-    return gb.load("kernels.elementwise", name)
+    return hb.load("kernels.elementwise", name)
 
 
-@pytest.mark.parametrize("impl", gb.IMPLS)
-@pytest.mark.parametrize("pass_", gb.PASSES)
+@pytest.mark.parametrize("impl", hb.IMPLS)
+@pytest.mark.parametrize("pass_", hb.PASSES)
 @pytest.mark.parametrize("name", list(OPS))
 def test_elementwise(bench, name, pass_, impl):
     torch_fn, arity, positive, fwd_units, bwd_units = OPS[name]
@@ -54,14 +54,14 @@ def test_elementwise(bench, name, pass_, impl):
     )
 
 
-BIAS = gb.Case("8192x32768+row", "8192x32768 + row", gpu=(8192, 32768), cpu=(64, 256))
+BIAS = hb.Case("8192x32768+row", "8192x32768 + row", gpu=(8192, 32768), cpu=(64, 256))
 
 
-@pytest.mark.parametrize("impl", gb.IMPLS)
-@pytest.mark.parametrize("pass_", gb.PASSES)
+@pytest.mark.parametrize("impl", hb.IMPLS)
+@pytest.mark.parametrize("pass_", hb.PASSES)
 def test_add_broadcast(bench, pass_, impl):
     """x + bias over rows: the backward of the bias is a column sum (a reduction over the broadcast dim)."""
-    fn = bench.pick(impl, lambda: gb.load("kernels.elementwise", "add"), torch.add)
+    fn = bench.pick(impl, lambda: hb.load("kernels.elementwise", "add"), torch.add)
     rows, cols = bench.size(BIAS)
     x = bench.tensor((rows, cols), grad=pass_ == "fwd+bwd")
     b = bench.tensor((cols,), grad=pass_ == "fwd+bwd")
@@ -76,5 +76,5 @@ def test_add_broadcast(bench, pass_, impl):
         inputs=[x, b],
         bytes={"fwd": 2, "fwd+bwd": 4}[pass_] * unit,
         shape=f"{tuple(x.shape)} + {tuple(b.shape)}",
-        goal=gb.COPY_BOUND,
+        goal=hb.COPY_BOUND,
     )

@@ -10,26 +10,26 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gradcheck import bench as gb
+from benchmarks import harness as hb
 
 DTYPES = [
-    ("bf16", torch.bfloat16, None, gb.CUBLAS_90),
-    ("fp16", torch.float16, None, gb.CUBLAS_90),
-    ("tf32", torch.float32, "tf32", gb.CUBLAS_TF32),
-    ("fp32", torch.float32, "ieee", gb.CUBLAS_90),
+    ("bf16", torch.bfloat16, None, hb.CUBLAS_90),
+    ("fp16", torch.float16, None, hb.CUBLAS_90),
+    ("tf32", torch.float32, "tf32", hb.CUBLAS_TF32),
+    ("fp32", torch.float32, "ieee", hb.CUBLAS_90),
 ]
 MATMUL_CASES = [
-    gb.Case(f"{size}-{tag}", f"{size}^3", gpu=size, cpu=64, dtype=dtype, precision=prec, goal=goal, smoke=size == 4096)
+    hb.Case(f"{size}-{tag}", f"{size}^3", gpu=size, cpu=64, dtype=dtype, precision=prec, goal=goal, smoke=size == 4096)
     for size in (4096, 8192)
     for tag, dtype, prec, goal in DTYPES
 ]
 
 
-@pytest.mark.parametrize("impl", gb.IMPLS)
-@pytest.mark.parametrize("pass_", gb.PASSES)
+@pytest.mark.parametrize("impl", hb.IMPLS)
+@pytest.mark.parametrize("pass_", hb.PASSES)
 @pytest.mark.parametrize("case", MATMUL_CASES, ids=str)
 def test_matmul(bench, case, pass_, impl):
-    fn = bench.pick(impl, lambda: gb.load("kernels.matmul", "matmul"), torch.matmul)
+    fn = bench.pick(impl, lambda: hb.load("kernels.matmul", "matmul"), torch.matmul)
     n = bench.size(case)
     a = bench.tensor((n, n), case.dtype, grad=pass_ == "fwd+bwd")
     b = bench.tensor((n, n), case.dtype, grad=pass_ == "fwd+bwd")
@@ -50,19 +50,19 @@ def test_matmul(bench, case, pass_, impl):
 
 # (batch, in_features, out_features)
 LINEAR_CASES = [
-    gb.Case(
+    hb.Case(
         "8192x4096x4096-bf16",
         "8192x4096 -> 4096",
         gpu=(8192, 4096, 4096),
         cpu=(64, 64, 32),
         dtype=torch.bfloat16,
-        goal=gb.CUBLAS_90,
+        goal=hb.CUBLAS_90,
     ),
-    gb.Case("blitz-fc1-n4096", "fc1 4096x400 -> 120", gpu=(4096, 400, 120), cpu=(8, 400, 120), precision="ieee"),
-    gb.Case(
+    hb.Case("blitz-fc1-n4096", "fc1 4096x400 -> 120", gpu=(4096, 400, 120), cpu=(8, 400, 120), precision="ieee"),
+    hb.Case(
         "blitz-fc2-n4096", "fc2 4096x120 -> 84", gpu=(4096, 120, 84), cpu=(8, 120, 84), precision="ieee", smoke=False
     ),
-    gb.Case("blitz-fc3-n4096", "fc3 4096x84 -> 10", gpu=(4096, 84, 10), cpu=(8, 84, 10), precision="ieee", smoke=False),
+    hb.Case("blitz-fc3-n4096", "fc3 4096x84 -> 10", gpu=(4096, 84, 10), cpu=(8, 84, 10), precision="ieee", smoke=False),
 ]
 
 
@@ -73,17 +73,17 @@ def _torch_linear_relu(x, w, b):
 @pytest.mark.parametrize(
     "case,name,pass_,impl",
     # fc3 has no relu in the blitz network
-    gb.combos(
+    hb.combos(
         LINEAR_CASES,
         ["linear", "linear_relu"],
-        gb.PASSES,
-        gb.IMPLS,
+        hb.PASSES,
+        hb.IMPLS,
         keep=lambda case, name, p, i: not (name == "linear_relu" and case.id == "blitz-fc3-n4096"),
     ),
 )
 def test_linear(bench, case, name, pass_, impl):
     fused = name == "linear_relu"
-    fn = bench.pick(impl, lambda: gb.load("kernels.matmul", name), _torch_linear_relu if fused else F.linear)
+    fn = bench.pick(impl, lambda: hb.load("kernels.matmul", name), _torch_linear_relu if fused else F.linear)
     m, k, n = bench.size(case)
     grad = pass_ == "fwd+bwd"
     x = bench.tensor((m, k), case.dtype, grad=grad)

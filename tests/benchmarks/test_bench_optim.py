@@ -4,19 +4,19 @@ default): 64 Mi parameters in 16 tensors, and the blitz classifier's 62k paramet
 import pytest
 import torch
 
-from gradcheck import bench as gb
+from benchmarks import harness as hb
 
 BLITZ_SHAPES = [(6, 3, 5, 5), (6,), (16, 6, 5, 5), (16,), (120, 400), (120,), (84, 120), (84,), (10, 84), (10,)]
 CASES = [
-    gb.Case("16x2e22", "16x2^22 params", gpu=[(2**22,)] * 16, cpu=[(1024,)] * 4),
-    gb.Case("blitz", "blitz 62k params", gpu=BLITZ_SHAPES, cpu=BLITZ_SHAPES),
+    hb.Case("16x2e22", "16x2^22 params", gpu=[(2**22,)] * 16, cpu=[(1024,)] * 4),
+    hb.Case("blitz", "blitz 62k params", gpu=BLITZ_SHAPES, cpu=BLITZ_SHAPES),
 ]
 
 
-@pytest.mark.parametrize("impl", gb.IMPLS)
+@pytest.mark.parametrize("impl", hb.IMPLS)
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_sgd_step(bench, case, impl):
-    cls = bench.pick(impl, lambda: gb.load("kernels.optim", "SGD"), torch.optim.SGD)
+    cls = bench.pick(impl, lambda: hb.load("kernels.optim", "SGD"), torch.optim.SGD)
     params = [bench.tensor(shape).requires_grad_() for shape in bench.size(case)]
     for p in params:
         p.grad = torch.randn_like(p)

@@ -4,20 +4,20 @@ blitz classifier's two pools at batch 4096."""
 import pytest
 import torch.nn.functional as F
 
-from gradcheck import bench as gb
+from benchmarks import harness as hb
 
 CASES = [
-    gb.Case("256x64x128x128", "256x64x128x128", gpu=(256, 64, 128, 128), cpu=(2, 4, 16, 16), goal=gb.COPY_BOUND),
-    gb.Case("blitz-pool1-n4096", "pool1 4096x6x28x28", gpu=(4096, 6, 28, 28), cpu=(2, 6, 28, 28), smoke=False),
-    gb.Case("blitz-pool2-n4096", "pool2 4096x16x10x10", gpu=(4096, 16, 10, 10), cpu=(2, 16, 10, 10)),
+    hb.Case("256x64x128x128", "256x64x128x128", gpu=(256, 64, 128, 128), cpu=(2, 4, 16, 16), goal=hb.COPY_BOUND),
+    hb.Case("blitz-pool1-n4096", "pool1 4096x6x28x28", gpu=(4096, 6, 28, 28), cpu=(2, 6, 28, 28), smoke=False),
+    hb.Case("blitz-pool2-n4096", "pool2 4096x16x10x10", gpu=(4096, 16, 10, 10), cpu=(2, 16, 10, 10)),
 ]
 
 
-@pytest.mark.parametrize("impl", gb.IMPLS)
-@pytest.mark.parametrize("pass_", gb.PASSES)
+@pytest.mark.parametrize("impl", hb.IMPLS)
+@pytest.mark.parametrize("pass_", hb.PASSES)
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_max_pool2d(bench, case, pass_, impl):
-    fn = bench.pick(impl, lambda: gb.load("kernels.pool", "max_pool2d"), F.max_pool2d)
+    fn = bench.pick(impl, lambda: hb.load("kernels.pool", "max_pool2d"), F.max_pool2d)
     x = bench.tensor(bench.size(case), case.dtype, grad=pass_ == "fwd+bwd")
     full = x.numel() * x.element_size()
     # fwd: read x, write y (a quarter); bwd: read g (a quarter) and where each max was, write dx

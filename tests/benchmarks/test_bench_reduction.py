@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from gradcheck import bench as gb
+from benchmarks import harness as hb
 
 SQUARE = (16384, 16384)  # 2^28 elements, 1 GiB of fp32
 # id -> (our function name, torch function, dim, table label)
@@ -16,13 +16,13 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("impl", gb.IMPLS)
-@pytest.mark.parametrize("pass_", gb.PASSES)
+@pytest.mark.parametrize("impl", hb.IMPLS)
+@pytest.mark.parametrize("pass_", hb.PASSES)
 @pytest.mark.parametrize("cid", list(CASES))
 def test_reduction(bench, cid, pass_, impl):
     name, torch_fn, dim, label = CASES[cid]
-    case = gb.Case(cid, label, gpu=SQUARE, cpu=(8, 64), goal=gb.COPY_BOUND)  # amax is slow interpreted
-    fn = bench.pick(impl, lambda: gb.load("kernels.reduction", name), torch_fn)
+    case = hb.Case(cid, label, gpu=SQUARE, cpu=(8, 64), goal=hb.COPY_BOUND)  # amax is slow interpreted
+    fn = bench.pick(impl, lambda: hb.load("kernels.reduction", name), torch_fn)
     shape = bench.size(case)
     if dim is None:
         shape = (shape[0] * shape[1],)

@@ -3,20 +3,20 @@
 import pytest
 import torch
 
-from gradcheck import bench as gb
+from benchmarks import harness as hb
 
 CASES = [
-    gb.Case("2e28", "2^28", gpu=(2**28,), cpu=(4096,), goal=gb.COPY_BOUND),
-    gb.Case("2e28-bf16", "2^28", gpu=(2**28,), cpu=(4096,), dtype=torch.bfloat16, goal=gb.COPY_BOUND),
-    gb.Case("blitz-conv1-n4096", "4096x6x28x28", gpu=(4096, 6, 28, 28), cpu=(2, 6, 28, 28)),
+    hb.Case("2e28", "2^28", gpu=(2**28,), cpu=(4096,), goal=hb.COPY_BOUND),
+    hb.Case("2e28-bf16", "2^28", gpu=(2**28,), cpu=(4096,), dtype=torch.bfloat16, goal=hb.COPY_BOUND),
+    hb.Case("blitz-conv1-n4096", "4096x6x28x28", gpu=(4096, 6, 28, 28), cpu=(2, 6, 28, 28)),
 ]
 
 
-@pytest.mark.parametrize("impl", gb.IMPLS)
-@pytest.mark.parametrize("pass_", gb.PASSES)
+@pytest.mark.parametrize("impl", hb.IMPLS)
+@pytest.mark.parametrize("pass_", hb.PASSES)
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_relu(bench, case, pass_, impl):
-    fn = bench.pick(impl, lambda: gb.load("kernels.relu", "relu"), torch.relu)
+    fn = bench.pick(impl, lambda: hb.load("kernels.relu", "relu"), torch.relu)
     x = bench.tensor(bench.size(case), case.dtype, grad=pass_ == "fwd+bwd")
     nbytes = x.numel() * x.element_size()
     # fwd: read x, write y; bwd: read y and g, write dx

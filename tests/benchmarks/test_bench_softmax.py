@@ -5,17 +5,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gradcheck import bench as gb
+from benchmarks import harness as hb
 
 CASES = [
-    gb.Case("8192x8192", "8192x8192", gpu=(8192, 8192), cpu=(64, 300), goal=gb.COPY_BOUND, compile=True),
-    gb.Case(
+    hb.Case("8192x8192", "8192x8192", gpu=(8192, 8192), cpu=(64, 300), goal=hb.COPY_BOUND, compile=True),
+    hb.Case(
         "8192x8192-bf16",
         "8192x8192",
         gpu=(8192, 8192),
         cpu=(64, 300),
         dtype=torch.bfloat16,
-        goal=gb.COPY_BOUND,
+        goal=hb.COPY_BOUND,
         smoke=False,
     ),
 ]
@@ -24,17 +24,17 @@ CASES = [
 @pytest.mark.parametrize(
     "case,name,pass_,impl",
     # torch.compile: softmax at fp32 only (each costs a compile)
-    gb.combos(
+    hb.combos(
         CASES,
         ["softmax", "log_softmax"],
-        gb.PASSES,
-        [*gb.IMPLS, "compile"],
+        hb.PASSES,
+        [*hb.IMPLS, "compile"],
         keep=lambda case, name, pass_, impl: impl != "compile" or (case.compile and name == "softmax"),
     ),
 )
 def test_softmax(bench, case, name, pass_, impl):
     torch_fn = getattr(F, name)
-    fn = bench.pick(impl, lambda: gb.load("kernels.softmax", name), torch_fn)
+    fn = bench.pick(impl, lambda: hb.load("kernels.softmax", name), torch_fn)
     x = bench.tensor(bench.size(case), case.dtype, grad=pass_ == "fwd+bwd")
     unit = x.numel() * x.element_size()
     # fwd: read x, write y; bwd: read y and g, write dx

@@ -1,4 +1,4 @@
-"""cross_entropy and mse_loss: property tests through the engine, plus the edge cases it does not draw."""
+"""cross_entropy: property tests through the engine, plus the edge cases it does not draw."""
 
 import math
 
@@ -9,10 +9,9 @@ import torch.nn.functional as F
 from gradcheck.testing import op_tests
 from gradcheck.tolerances import assert_close
 from kernels import _runtime as rt
-from kernels.loss import cross_entropy, mse_loss
+from kernels.cross_entropy import cross_entropy
 
 test_cross_entropy = op_tests("cross_entropy")
-test_mse_loss = op_tests("mse_loss")
 
 
 def _randn(*shape, dtype=torch.float64, seed=0):
@@ -196,43 +195,3 @@ def test_cross_entropy_past_2_to_the_31_logits(rows, classes):
     total = cross_entropy(x.detach(), t, reduction="sum")
     # the per-row losses were rounded to bf16 before this sum: one u_out of the total, within rel
     assert_close(total, loss.double().sum(), depth=rows)
-
-
-# ---------------------------------------------------------------------------------------------
-# mse_loss
-# ---------------------------------------------------------------------------------------------
-
-
-def test_mse_loss_bad_input_raises():
-    with pytest.raises(ValueError, match="differ in shape"):
-        mse_loss(_randn(3, 4), _randn(4))
-    with pytest.raises(ValueError, match="reduction='max'"):
-        mse_loss(_randn(3), _randn(3), reduction="max")
-    with pytest.raises(TypeError, match="mixed dtypes"):
-        mse_loss(_randn(3), _randn(3, dtype=torch.float32))
-    with pytest.raises(NotImplementedError, match="weight"):
-        mse_loss(_randn(3), _randn(3), weight=_randn(3))
-
-
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-def test_mse_loss_empty_and_zero_dim(reduction):
-    for shape in ((0, 3), ()):
-        x, y = _randn(*shape).requires_grad_(), _randn(*shape, seed=1).requires_grad_()
-        out = mse_loss(x, y, reduction=reduction)
-        ref = F.mse_loss(x.detach(), y.detach(), reduction=reduction)
-        assert_close(out, ref, depth=max(x.numel(), 1), expected_rounded=True)
-        dx, dy = torch.autograd.grad(out, (x, y), torch.ones_like(out))
-        assert dx.shape == shape and dy.shape == shape
-
-
-def test_mse_loss_both_gradients_and_layouts_match_torch():
-    x = _randn(5, 6, 7).transpose(0, 2).requires_grad_()
-    y = _randn(1, 6, 1, seed=2).expand(7, 6, 5).requires_grad_()
-    for reduction in ("mean", "sum", "none"):
-        out = mse_loss(x, y, reduction=reduction)
-        ref = F.mse_loss(x, y, reduction=reduction)
-        g = _randn(*out.shape, seed=3)
-        assert_close(out, ref, depth=x.numel(), expected_rounded=True)
-        for got, want in zip(torch.autograd.grad(out, (x, y), g), torch.autograd.grad(ref, (x, y), g), strict=True):
-            # y's gradient sums over the 7 * 5 positions it was expanded along
-            assert_close(got, want, depth=7 * 5, grad=True, expected_rounded=True)

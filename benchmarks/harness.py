@@ -1,5 +1,9 @@
 """Benchmark timing, roofline ceilings and goals: the logic behind ``tests/benchmarks``.
 
+It lives beside the benchmarks, not in the ``gradcheck`` engine: it runs our kernels
+(``kernels._runtime`` decides between the GPU and the Triton interpreter), which the engine never
+imports. ``tests/benchmarks/conftest.py`` holds only the pytest hooks and fixtures around it.
+
 pytest-benchmark does the bookkeeping (rounds, statistics, JSON); this module decides what one
 round is and what a result is measured against.
 
@@ -173,14 +177,17 @@ def combos(*axes: Sequence[Any], keep: Callable[..., bool] | None = None) -> lis
 
 
 def load(module: str, name: str) -> Callable[..., Any]:
-    """``module.name``, or a pytest skip while that kernel has not landed (or does not import)."""
+    """``module.name``, imported when the benchmark runs (so a broken kernel fails only the
+    benchmarks that use it, not the collection of the whole folder).
+
+    An import error or a missing name fails the benchmark, never skips it: a renamed or broken
+    kernel module must not silently drop its benchmarks from the results.
+    """
+    mod = importlib.import_module(module)  # ImportError (or whatever the module raises) propagates
     try:
-        mod = importlib.import_module(module)
-    except Exception as exc:  # a kernel module being written may fail in any way
-        pytest.skip(f"{module} does not import yet: {type(exc).__name__}: {exc}"[:300])
-    if not hasattr(mod, name):
-        pytest.skip(f"{module}.{name} does not exist yet")
-    return getattr(mod, name)
+        return getattr(mod, name)
+    except AttributeError:
+        raise AttributeError(f"benchmark loads {module}.{name}, but {module} has no {name!r}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -568,7 +575,7 @@ class Bench:
 
     def _append_jsonl(self) -> None:
         """One line per finished benchmark, so a run killed before pytest-benchmark writes its JSON
-        at session end still leaves results (``gradcheck.benchtable`` reads either)."""
+        at session end still leaves results (``benchmarks.table`` reads either)."""
         if not self.jsonl:
             return
         meta = self.benchmark.stats
@@ -584,5 +591,7 @@ class Bench:
         with open(self.jsonl, "a") as fh:
             if first:
                 info = machine_info()
+                # "gradcheck": the key pytest-benchmark's machine_info has it under (conftest), which
+                # benchmarks.table and the committed results in benchmarks/results use
                 fh.write(json.dumps({"machine_info": {"gpu": info.get("gpu"), "gradcheck": info}}) + "\n")
             fh.write(json.dumps(record, default=str) + "\n")

@@ -1,5 +1,7 @@
-"""``python -m gradcheck.benchtable RESULTS``: a pytest-benchmark JSON (or the per-benchmark JSON lines
-that ``tests/benchmarks`` append while running) as one table of ours against torch, a plot and markdown.
+"""``python -m benchmarks.table RESULTS`` (from the repository root): a pytest-benchmark JSON (or
+the per-benchmark JSON lines that ``tests/benchmarks`` append while running) as one table of ours
+against torch, a plot and markdown. Needs only the standard library, rich and (for the plot)
+matplotlib: no torch, no kernels, so a results file can be rendered anywhere.
 
 One row per (op, size, dtype, pass): the median time of ours, torch eager and torch.compile; the
 speedup over torch eager (torch time / our time); our achieved rate (GB/s of compulsory traffic,
@@ -178,7 +180,7 @@ def _smoke(rows: Sequence[Row]) -> bool:
 
 
 def _machine_line(machine: dict[str, Any], rows: Sequence[Row]) -> str:
-    g = machine.get("gradcheck") or {}
+    g = machine.get("gradcheck") or {}  # the harness's machine_info, under its historical key
     parts = [str(machine.get("gpu") or g.get("gpu") or "no GPU")]
     if g.get("torch"):
         parts.append(f"torch {g['torch']}, triton {g.get('triton')}")
@@ -320,7 +322,7 @@ def plot(rows: Sequence[Row], path: str | Path, machine: dict[str, Any] | None =
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="python -m gradcheck.benchtable",
+        prog="python -m benchmarks.table",
         description="Turn a pytest-benchmark JSON from tests/benchmarks (or its JSON-lines partial results) "
         "into a table of ours vs torch: speedup, rate, % of the ceiling measured in the same run, goal met.",
     )
@@ -341,11 +343,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         benches, machine = load_results(args.results)
     except (OSError, ValueError) as exc:
-        print(f"benchtable: {exc}", file=sys.stderr)
+        print(f"benchmarks.table: {exc}", file=sys.stderr)
         return 2
     rows = make_rows(benches)
     if not rows:
-        print(f"benchtable: no gradcheck benchmarks in {args.results}", file=sys.stderr)
+        print(f"benchmarks.table: no benchmarks of tests/benchmarks in {args.results}", file=sys.stderr)
         return 1
     if args.markdown and args.markdown != "-":
         Path(args.markdown).write_text(to_markdown(rows, machine))
@@ -356,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             plot(rows, args.plot, machine)
         except Exception as exc:  # a plot must never cost the table
-            print(f"benchtable: no plot ({type(exc).__name__}: {exc})", file=sys.stderr)
+            print(f"benchmarks.table: no plot ({type(exc).__name__}: {exc})", file=sys.stderr)
     if args.markdown == "-":
         print(to_markdown(rows, machine))
     else:

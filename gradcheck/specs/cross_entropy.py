@@ -1,24 +1,19 @@
-"""Catalog entries for cross_entropy and mse_loss (arguments in torch.nn.functional's positional order)."""
+"""Catalog entry for cross_entropy (arguments in torch.nn.functional's positional order)."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from hypothesis import strategies as st
 
-import kernels.loss
-import reference.loss
+import reference.cross_entropy
 from gradcheck import strategies as gs
 from gradcheck.catalog import OpSpec
-from gradcheck.specs.matmul import UNIT_SCALE_DISTANCE
+from gradcheck.specs._common import REDUCTIONS
+from gradcheck.specs.softmax import UNIT_SCALE_DISTANCE
 
 __all__ = ["SPECS"]
-
-_REDUCTIONS = st.sampled_from(("mean", "sum", "none"))
-
 
 # ---------------------------------------------------------------------------------------------
 # cross_entropy
@@ -53,7 +48,7 @@ def _ce_inputs(draw, dtype: torch.dtype):
     ignore_index = draw(st.sampled_from((-100, -100, -1, c)))  # outside the classes (tests cover inside)
     target = draw(gs.class_targets(target_shape, c, ignore_index=ignore_index, p_ignore=0.2))
     weight = draw(st.one_of(st.none(), gs.tensors((c,), elements="positive", expand=False)))
-    reduction = draw(_REDUCTIONS)
+    reduction = draw(REDUCTIONS)
     smoothing = draw(st.sampled_from((0.0, 0.0, 0.1, 0.25)))
     # torch's positional order: input, target, weight, size_average, ignore_index, reduce, reduction, label_smoothing
     return x, target, weight, None, ignore_index, None, reduction, smoothing
@@ -71,30 +66,11 @@ def _ce_kinks(x, target, weight, size_average, ignore_index, reduce, reduction, 
     return 0.0 if reduction == "mean" and not np.any(target != ignore_index) else UNIT_SCALE_DISTANCE
 
 
-# ---------------------------------------------------------------------------------------------
-# mse_loss
-# ---------------------------------------------------------------------------------------------
-
-
-@st.composite
-def _mse_inputs(draw, dtype: torch.dtype):
-    shape = draw(gs.shapes(min_dims=0, max_dims=4, max_numel=1 << 13))
-    x = draw(gs.tensors(shape, elements=st.sampled_from(("normal", "normal", "integers"))))
-    y = draw(gs.tensors(shape, elements=st.sampled_from(("normal", "normal", "integers"))))
-    return x, y, None, None, draw(_REDUCTIONS)
-
-
-def _mse_depth(x, y, size_average, reduce, reduction) -> int:
-    """The sum over every element for 'sum' and 'mean'."""
-    return max(math.prod(x.shape), 1) if reduction != "none" else 1
-
-
 SPECS = [
     OpSpec(
         name="cross_entropy",
-        impl=kernels.loss.cross_entropy,
-        reference=reference.loss.cross_entropy,
-        reference_vjp=reference.loss.cross_entropy_vjp,
+        reference=reference.cross_entropy.cross_entropy,
+        reference_vjp=reference.cross_entropy.cross_entropy_vjp,
         inputs=_ce_inputs,
         depth=_ce_depth,
         ulps=4,
@@ -102,15 +78,5 @@ SPECS = [
         torch_fn=F.cross_entropy,
         doc="class-index cross entropy with weight, ignore_index, label_smoothing and the three reductions; "
         "loss and gradient in one pass over the logits",
-    ),
-    OpSpec(
-        name="mse_loss",
-        impl=kernels.loss.mse_loss,
-        reference=reference.loss.mse_loss,
-        reference_vjp=reference.loss.mse_loss_vjp,
-        inputs=_mse_inputs,
-        depth=_mse_depth,
-        torch_fn=F.mse_loss,
-        doc="mean squared error with the three reductions; both arguments get gradients",
     ),
 ]

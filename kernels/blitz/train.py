@@ -1,8 +1,9 @@
-"""``python -m gradcheck train``: the blitz classifier on our kernels, trained side by side with torch.nn.
+"""``python -m kernels.blitz`` (also ``python -m gradcheck train``): the blitz classifier on our kernels,
+trained side by side with torch.nn.
 
 Both networks start from the same weights (ours is built under ``--seed``, torch.nn's loads its
 ``state_dict``), see the same batches in the same order and take the same SGD steps: ours with
-``kernels.optim.SGD`` on ``kernels.nn.BlitzNet`` (conv2d, max_pool2d, relu, fused linear+relu,
+``kernels.optim.SGD`` on ``kernels.blitz.net.BlitzNet`` (conv2d, max_pool2d, relu, fused linear+relu,
 cross_entropy: all Triton), the reference with ``torch.optim.SGD`` on the plain torch.nn twin.
 Per step both losses are recorded; per epoch both test accuracies. The summary gives the largest
 relative gap between the two loss trajectories and between the final parameters, and
@@ -56,15 +57,16 @@ class TrainConfig:
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(
-        prog="python -m gradcheck train",
+        prog="python -m kernels.blitz",
         description="Train the 60-minute-blitz CNN built from our Triton kernels and, from the same initial "
         "weights and batch order, the same network in plain torch.nn with torch.optim.SGD. Prints loss and test "
         "accuracy per epoch for both and the largest divergence between the two loss trajectories; writes "
         "summary.json and curves.png to --out-dir. Default data: scikit-learn's digits (embedded, 8x8 upscaled "
         "to 3x32x32); --data-dir reads CIFAR-10's python batches from a local folder.",
-        epilog="examples: python -m gradcheck train (digits, defaults: about 95-97% test accuracy); "
-        "python -m gradcheck train --dtype float64 --max-steps 20 (step-for-step parity with torch.nn); "
-        "python -m gradcheck train --data-dir ~/data/cifar-10-batches-py --epochs 10",
+        epilog="examples (python -m gradcheck train takes the same options): "
+        "python -m kernels.blitz (digits, defaults: about 95-97% test accuracy); "
+        "python -m kernels.blitz --dtype float64 --max-steps 20 (step-for-step parity with torch.nn); "
+        "python -m kernels.blitz --data-dir ~/data/cifar-10-batches-py --epochs 10",
     )
     p.add_argument(
         "--epochs", type=_positive, default=d.epochs, help="passes over the training set (default: %(default)s)"
@@ -205,7 +207,7 @@ def _param_gap(ours: torch.nn.Module, ref: torch.nn.Module) -> dict:
 def run(config: TrainConfig, *, dataset=None, console=None) -> dict:
     """Train both networks as ``config`` says and return the summary (the JSON that :func:`main` writes).
 
-    ``dataset`` overrides ``config.data_dir`` (a :class:`gradcheck.data.Dataset`); ``console`` is a
+    ``dataset`` overrides ``config.data_dir`` (a :class:`kernels.blitz.data.Dataset`); ``console`` is a
     ``rich.console.Console`` for the progress bar and per-epoch lines.
     """
     from rich.progress import (
@@ -217,9 +219,10 @@ def run(config: TrainConfig, *, dataset=None, console=None) -> dict:
         TimeRemainingColumn,
     )
 
-    import kernels.nn as knn
-    from gradcheck.data import load_dataset
     from kernels import _runtime as rt
+    from kernels.blitz.data import load_dataset
+    from kernels.blitz.net import BlitzNet, blitznet_torch
+    from kernels.nn import CrossEntropyLoss
     from kernels.optim import SGD
 
     if config.dtype not in DTYPES:
@@ -233,17 +236,17 @@ def run(config: TrainConfig, *, dataset=None, console=None) -> dict:
 
     # Same initial weights: ours is built under the seed (its init draws like torch.nn's), torch's loads them.
     torch.manual_seed(config.seed)
-    ours = knn.BlitzNet(dataset.num_classes, fused=config.fused, device=device, dtype=dtype)
-    ref = knn.blitznet_torch(dataset.num_classes, device=device, dtype=dtype)
+    ours = BlitzNet(dataset.num_classes, fused=config.fused, device=device, dtype=dtype)
+    ref = blitznet_torch(dataset.num_classes, device=device, dtype=dtype)
     ref.load_state_dict(ours.state_dict())
-    ours_loss, ref_loss = knn.CrossEntropyLoss(), torch.nn.CrossEntropyLoss()
+    ours_loss, ref_loss = CrossEntropyLoss(), torch.nn.CrossEntropyLoss()
     ours_opt = SGD(ours.parameters(), lr=config.lr, momentum=config.momentum)
     ref_opt = torch.optim.SGD(ref.parameters(), lr=config.lr, momentum=config.momentum)
     # The noise floor: torch.nn in float64 from the same (rounded) initial weights. Training amplifies any
     # rounding difference, so torch float32 drifts from torch float64 too; ours should drift no faster.
     floor = floor_opt = None
     if config.noise_floor and dtype != torch.float64:
-        floor = knn.blitznet_torch(dataset.num_classes, device=device, dtype=torch.float64)
+        floor = blitznet_torch(dataset.num_classes, device=device, dtype=torch.float64)
         floor.load_state_dict(ours.state_dict())  # cast up exactly
         floor_opt = torch.optim.SGD(floor.parameters(), lr=config.lr, momentum=config.momentum)
 
@@ -514,7 +517,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         noise_floor=args.noise_floor,
         progress=not args.quiet,
     )
-    from gradcheck.data import DatasetError, load_dataset
+    from kernels.blitz.data import DatasetError, load_dataset
 
     try:  # the user's mistakes (device, data folder) get a message; anything else is a bug and raises
         _resolve_device(config.device)

@@ -1,21 +1,13 @@
-"""cross_entropy and mse_loss in NumPy float64: forward and VJP, with torch.nn.functional's signatures."""
+"""cross_entropy in NumPy float64: forward and VJP, with torch.nn.functional's signature."""
 
 from __future__ import annotations
 
 import numpy as np
 
 import reference.softmax
+from reference._legacy import reduction_mode
 
-__all__ = ["cross_entropy", "cross_entropy_vjp", "mse_loss", "mse_loss_vjp"]
-
-
-def _reduction(size_average, reduce, reduction: str) -> str:
-    """torch's deprecated size_average/reduce pair overrides ``reduction`` when given."""
-    if size_average is None and reduce is None:
-        return reduction
-    if reduce is False:
-        return "none"
-    return "sum" if size_average is False else "mean"
+__all__ = ["cross_entropy", "cross_entropy_vjp"]
 
 
 def _as_rows(x: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +38,7 @@ def cross_entropy(
 ):
     """torch's formula: (1 - eps) * w[t] * -logp[t] + eps / C * sum_c w[c] * -logp[c] per counted
     row (0 for ignored ones); 'mean' divides the sum by the summed w[t] of counted rows."""
-    reduction = _reduction(size_average, reduce, reduction)
+    reduction = reduction_mode(size_average, reduce, reduction)
     logp, counted, safe, w, w_t = _ce_parts(x, target, weight, ignore_index)
     n_classes = logp.shape[1]
     with np.errstate(invalid="ignore"):
@@ -67,7 +59,7 @@ def cross_entropy(
 def cross_entropy_vjp(x, target, weight, size_average, ignore_index, reduce, reduction, label_smoothing, g):
     """d loss_i / d x[j] = (1 - eps) w[t] (p[j] - [j == t]) + eps / C (p[j] S_w - w[j]) (p the softmax,
     S_w the summed class weights), times the row's upstream gradient; only the logits get one."""
-    reduction = _reduction(size_average, reduce, reduction)
+    reduction = reduction_mode(size_average, reduce, reduction)
     x = np.asarray(x, dtype=np.float64)
     logp, counted, safe, w, w_t = _ce_parts(x, target, weight, ignore_index)
     n_rows, n_classes = logp.shape
@@ -90,25 +82,3 @@ def cross_entropy_vjp(x, target, weight, size_average, ignore_index, reduce, red
         moved = (x.shape[0], *x.shape[2:], x.shape[1])
         grad = np.moveaxis(grad.reshape(moved), -1, 1)
     return grad, None, None, None, None, None, None, None
-
-
-def mse_loss(x, y, size_average=None, reduce=None, reduction="mean"):
-    reduction = _reduction(size_average, reduce, reduction)
-    sq = (np.asarray(x, dtype=np.float64) - np.asarray(y, dtype=np.float64)) ** 2
-    if reduction == "none":
-        return sq
-    if reduction == "sum":
-        return np.asarray(sq.sum())
-    with np.errstate(invalid="ignore"):
-        return np.asarray(sq.sum() / sq.size if sq.size else np.nan)
-
-
-def mse_loss_vjp(x, y, size_average, reduce, reduction, g):
-    """d/dx = 2 (x - y) g (divided by the element count for 'mean'); d/dy = -d/dx."""
-    reduction = _reduction(size_average, reduce, reduction)
-    d = np.asarray(x, dtype=np.float64) - np.asarray(y, dtype=np.float64)
-    g = np.asarray(g, dtype=np.float64)
-    dx = 2.0 * d * g
-    if reduction == "mean":
-        dx = dx / max(d.size, 1)
-    return dx, -dx, None, None, None

@@ -1,0 +1,612 @@
+"""The checks of ``gradcheck.report.CHECKS``, one function each, and the calls of the implementation they judge.
+
+Every check takes the verification's :class:`~gradcheck.config.Config` and the example's
+:class:`~gradcheck.example.Example`, records its statistics in the example's report, and raises a
+:class:`~gradcheck.report.VerificationError` naming itself when it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import hypothesis
+import numpy as np
+import torch
+
+from gradcheck import fd
+from gradcheck import layouts as lay
+from gradcheck.compare import Comparison, as_tuple, compare, dtype_name, format_index, mismatch_lines, to_numpy
+from gradcheck.config import Config
+from gradcheck.example import Example, place_args, values_of
+from gradcheck.hooks import poisoned
+from gradcheck.report import CHECKS, VerificationError
+
+__all__ = [
+    "JACOBIAN_MAX",
+    "call_backward",
+    "call_impl",
+    "check_backward",
+    "check_backward_fd",
+    "check_finite_differences",
+    "check_forward",
+    "check_gradient_outputs",
+    "check_guards",
+    "check_jacobian",
+    "check_nondiff",
+    "check_outputs",
+    "check_raises",
+    "check_reference_fd",
+    "check_rerun",
+    "check_zero_grad",
+    "fail",
+    "record",
+    "timed",
+]
+
+#: Full-Jacobian mode when both the differentiable inputs and the outputs have at most this many elements.
+JACOBIAN_MAX = 16
+
+NAN = float("nan")
+
+
+# ---------------------------------------------------------------------------------------------
+# reporting
+# ---------------------------------------------------------------------------------------------
+
+
+def fail(cfg: Config, ex: Example, check: str, lines: Sequence[str], **details: Any) -> NoReturn:
+    """Raise the failure of ``check``: which op, dtype and check, ``lines``, the example, how to replay."""
+    head = f"{cfg.name} [{cfg.dname}]: check '{check}' failed ({CHECKS[check]})"
+    body = "\n".join("  " + ln for ln in lines if ln)
+    if hypothesis.settings().database is not None:
+        replay = (
+            "  replay: Hypothesis stores this example in its database (.hypothesis/) and replays it first when the"
+            " same call runs again; the @reproduce_failure line printed with it pins it exactly."
+        )
+    else:
+        replay = "  replay: decorate a test with the @reproduce_failure line printed with this report to rerun it."
+    raise VerificationError(
+        f"{head}\n{body}\n{ex.context}\n{replay}", op=cfg.name, dtype=cfg.dname, check=check, details=details
+    )
+
+
+@contextlib.contextmanager
+def timed(cfg: Config, ex: Example, check: str) -> Iterator[None]:
+    """Add the block's time to ``check``'s statistics (also when it fails)."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        ex.report.stat(cfg.dname, check).seconds += time.perf_counter() - start
+
+
+def record(cfg: Config, ex: Example, check: str, cmp: Comparison | None = None, *, skipped: bool = False) -> None:
+    """Count one example of ``check`` (with its worst comparison), or one it skipped."""
+    s = ex.report.stat(cfg.dname, check)
+    if skipped:
+        s.skipped += 1
+        return
+    if cmp is not None:
+        s.record(cmp.ratio, cmp.error, cmp.tol)
+    s.examples += 1
+
+
+def _ratio(err: float, tol: float) -> float:
+    return err / tol if tol > 0 else (0.0 if err == 0 else np.inf)
+
+
+# ---------------------------------------------------------------------------------------------
+# raises: calling the implementation
+# ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def check_raises(cfg: Config, ex: Example, what: str) -> Iterator[None]:
+    """Check 'raises': ``what`` runs without raising on a valid input. A crash is a failure to
+    report, not an engine error."""
+    try:
+        yield
+    except VerificationError:
+        raise
+    except Exception as e:
+        fail(cfg, ex, "raises", [f"{what} raised {type(e).__name__}: {e}"])
+
+
+def call_impl(cfg: Config, ex: Example, args: Sequence[Any], *, fill: float) -> tuple:
+    """The implementation's outputs on ``args``, its allocations poisoned with ``fill``."""
+    with check_raises(cfg, ex, "the implementation"), poisoned(fill):
+        return as_tuple(cfg.fn(*args))
+
+
+def call_backward(
+    cfg: Config,
+    ex: Example,
+    outs: Sequence[torch.Tensor],
+    wrt: Sequence[torch.Tensor],
+    grad_outputs: Sequence[torch.Tensor],
+    *,
+    fill: float,
+) -> tuple:
+    """The implementation's gradients of ``outs`` with respect to ``wrt`` (None where unused)."""
+    with check_raises(cfg, ex, "the backward"), poisoned(fill):
+        return torch.autograd.grad(list(outs), list(wrt), list(grad_outputs), retain_graph=True, allow_unused=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# outputs, forward, backward
+# ---------------------------------------------------------------------------------------------
+
+
+def check_outputs(cfg: Config, ex: Example) -> list[int]:
+    """Check 'outputs' on the forward: as many outputs as the reference, each a tensor of the
+    expected shape, dtype and device. Returns the positions of the floating outputs."""
+    with timed(cfg, ex, "outputs"):
+        if len(ex.outs) != len(ex.ref_out):
+            fail(cfg, ex, "outputs", [f"returned {len(ex.outs)} output(s); the reference returns {len(ex.ref_out)}"])
+        float_outs = []
+        for j, (o, r) in enumerate(zip(ex.outs, ex.ref_out, strict=True)):
+            if not isinstance(o, torch.Tensor):
+                fail(cfg, ex, "outputs", [f"output {j} is a {type(o).__name__}, not a tensor"])
+            want_dtype = cfg.dtype if np.issubdtype(r.dtype, np.floating) else torch.int64
+            problems = []
+            if tuple(o.shape) != tuple(r.shape):
+                problems.append(f"shape {tuple(o.shape)}, expected {tuple(r.shape)}")
+            if o.dtype != want_dtype and not (want_dtype == torch.int64 and not o.is_floating_point()):
+                problems.append(f"dtype {dtype_name(o.dtype)}, expected {dtype_name(want_dtype)}")
+            if o.device.type != cfg.device.type:
+                problems.append(f"device {o.device}, expected {cfg.device}")
+            if problems:
+                fail(cfg, ex, "outputs", [f"output {j}: " + "; ".join(problems)])
+            if o.is_floating_point():
+                float_outs.append(j)
+        record(cfg, ex, "outputs")
+    return float_outs
+
+
+def check_gradient_outputs(cfg: Config, ex: Example) -> None:
+    """Check 'outputs' on the backward: a gradient per differentiable argument (None only where
+    the reference's is zero or absent) of the argument's shape and the dtype."""
+    with timed(cfg, ex, "outputs"):
+        for i, g in zip(ex.diff, ex.grads, strict=True):
+            if g is None:
+                r = ex.ref_grads[i]
+                if r is None or not np.any(r):
+                    continue
+                fail(cfg, ex, "outputs", [f"no gradient (None) for arg{i}, but the reference gradient is nonzero"])
+            problems = []
+            if tuple(g.shape) != tuple(ex.args[i].seen.shape):
+                problems.append(f"shape {tuple(g.shape)}, expected {tuple(ex.args[i].seen.shape)}")
+            if g.dtype != cfg.dtype:
+                problems.append(f"dtype {dtype_name(g.dtype)}, expected {dtype_name(cfg.dtype)}")
+            if problems:
+                fail(cfg, ex, "outputs", [f"gradient of arg{i}: " + "; ".join(problems)])
+
+
+def _magnitude(cfg: Config, arrays: list[Any], fn: Callable, extra: Sequence[Any] = ()) -> list[np.ndarray] | None:
+    """Sum of |terms| per element for a multilinear op: the op on absolute values."""
+    if not cfg.multilinear:
+        return None
+    absd = [np.abs(a) if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating) else a for a in arrays]
+    absx = [np.abs(x) if isinstance(x, np.ndarray) else x for x in extra]
+    return list(as_tuple(fn(*absd, *absx)))
+
+
+def check_forward(cfg: Config, ex: Example) -> None:
+    """Check 'forward': every output against the reference (integer outputs exactly)."""
+    with timed(cfg, ex, "forward"):
+        if cfg.terms is not None:
+            mags = list(as_tuple(cfg.terms(*ex.arrays)))
+        else:
+            mags = _magnitude(cfg, ex.arrays, cfg.reference) if cfg.reference else None
+        tol = cfg.tolerance(ex.arrays, grad=False)
+        worst = Comparison(0.0)
+        for j, (o, r) in enumerate(zip(ex.outs, ex.ref_out, strict=True)):
+            if j not in ex.float_outs:
+                a = to_numpy(o)
+                if not np.array_equal(a, r):
+                    idx = tuple(int(i) for i in np.argwhere(a != r)[0])
+                    fail(
+                        cfg,
+                        ex,
+                        "forward",
+                        [
+                            f"integer output {j} differs at {format_index(idx)}: impl {a[idx]} vs reference {r[idx]}"
+                            f" ({int((a != r).sum())} of {a.size} differ)"
+                        ],
+                    )
+                continue
+            c = compare(to_numpy(o), r, tol, dtype=cfg.dtype, magnitude=None if mags is None else mags[j])
+            if c.ratio > 1:
+                fail(cfg, ex, "forward", mismatch_lines(f"output {j}", c, tol))
+            if c.ratio >= worst.ratio:
+                worst = c
+        record(cfg, ex, "forward", worst)
+
+
+def check_backward(cfg: Config, ex: Example) -> None:
+    """Check 'backward': every gradient against the reference VJP (a None gradient counts as zeros).
+    Sets ``ex.grad_mags``, which the finite-difference check bounds the same gradients with."""
+    if all(ex.ref_grads[i] is None for i in ex.diff):
+        return
+    with timed(cfg, ex, "backward"):
+        g_arrays = [ex.g_seen[j].numpy() if j in ex.g_seen else None for j in range(max(ex.float_outs) + 1)]
+        present = [g for g in g_arrays if g is not None]
+        if cfg.vjp_terms is not None:
+            mags = list(as_tuple(cfg.vjp_terms(*ex.arrays, *present)))
+        else:
+            mags = _magnitude(cfg, ex.arrays, cfg.reference_vjp, present) if cfg.multilinear else None
+        ex.grad_mags = mags
+        tol = cfg.tolerance(ex.arrays, grad=True)
+        worst = Comparison(0.0)
+        for i, g in zip(ex.diff, ex.grads, strict=True):
+            r = ex.ref_grads[i]
+            actual = np.zeros(np.shape(r)) if g is None else to_numpy(g)
+            c = compare(actual, r, tol, dtype=cfg.dtype, magnitude=None if mags is None else mags[i])
+            if c.ratio > 1:
+                fail(cfg, ex, "backward", mismatch_lines(f"grad of arg{i}", c, tol))
+            if c.ratio >= worst.ratio:
+                worst = c
+        record(cfg, ex, "backward", worst)
+
+
+# ---------------------------------------------------------------------------------------------
+# side checks
+# ---------------------------------------------------------------------------------------------
+
+
+def check_guards(
+    cfg: Config, ex: Example, placed: Sequence[Any], *, stage: str, g_placed: dict[int, lay.Placed] | None = None
+) -> None:
+    """Check 'guards': after ``stage``, every placed input and grad_output unchanged and its guard band intact."""
+    with timed(cfg, ex, "guards"):
+        problems = []
+        for i, p in enumerate(placed):
+            if isinstance(p, lay.Placed):
+                problems += p.problems(f"arg{i}")
+        for j, p in (g_placed or {}).items():
+            problems += p.problems(f"grad_output{j}")
+        if problems:
+            fail(cfg, ex, "guards", [f"after the {stage}:", *problems])
+        record(cfg, ex, "guards")
+
+
+def check_zero_grad(cfg: Config, ex: Example, placed: Sequence[Any]) -> None:
+    """Check 'zero_grad': grad_output = 0 gives exactly zero gradients (None counts as zero)."""
+    with timed(cfg, ex, "zero_grad"):
+        zeros = [torch.zeros_like(ex.outs[j]) for j in ex.float_outs]
+        grads = call_backward(
+            cfg, ex, [ex.outs[j] for j in ex.float_outs], [placed[i].tensor for i in ex.diff], zeros, fill=NAN
+        )
+        for i, g in zip(ex.diff, grads, strict=True):
+            if g is None:
+                continue
+            a = to_numpy(g)
+            if not np.all(a == 0):
+                bad = ~(a == 0)
+                idx = tuple(int(k) for k in np.argwhere(bad)[0])
+                fail(
+                    cfg,
+                    ex,
+                    "zero_grad",
+                    [
+                        f"grad of arg{i}{format_index(idx)} = {a[idx]!r} for grad_output = 0 "
+                        f"({int(bad.sum())} nonzero or NaN element(s))"
+                    ],
+                )
+        record(cfg, ex, "zero_grad")
+
+
+def check_rerun(cfg: Config, ex: Example) -> None:
+    """Check 'rerun': the same inputs in fresh buffers at new addresses, with sentinel poison
+    instead of NaN, give the same outputs and gradients (bit for bit when ``deterministic``)."""
+    sentinel = float(torch.finfo(cfg.dtype).max)
+    with timed(cfg, ex, "rerun"):
+        placed = place_args(cfg, ex, diff=ex.diff, sentinel=True)
+        outs2 = call_impl(cfg, ex, values_of(placed), fill=sentinel)
+        check_guards(cfg, ex, placed, stage="rerun's forward")
+        pairs = [(f"output {j}", ex.outs[j], outs2[j]) for j in range(len(ex.outs))]
+        if ex.grads is not None and ex.diff:
+            gp = {
+                j: lay.place(ex.g_seen[j], dtype=cfg.dtype, device=cfg.device, layout=ex.g_layouts[j], sentinel=True)
+                for j in ex.float_outs
+            }
+            grads2 = call_backward(
+                cfg,
+                ex,
+                [outs2[j] for j in ex.float_outs],
+                [placed[i].tensor for i in ex.diff],
+                [gp[j].tensor for j in ex.float_outs],
+                fill=sentinel,
+            )
+            check_guards(cfg, ex, placed, stage="rerun's backward", g_placed=gp)
+            pairs += [(f"grad of arg{i}", g1, g2) for i, g1, g2 in zip(ex.diff, ex.grads, grads2, strict=True)]
+        for what, a, b in pairs:
+            if a is None and b is None:
+                continue
+            if (a is None) != (b is None):
+                fail(cfg, ex, "rerun", [f"{what}: None in one run, a tensor in the other"])
+            x, y = to_numpy(a), to_numpy(b)
+            if cfg.deterministic:
+                same = (x == y) | (np.isnan(x) & np.isnan(y)) if np.issubdtype(x.dtype, np.floating) else x == y
+                if not np.all(same):
+                    idx = tuple(int(k) for k in np.argwhere(~same)[0])
+                    fail(
+                        cfg,
+                        ex,
+                        "rerun",
+                        [
+                            f"{what}{format_index(idx)}: {x[idx]!r} in the first run (NaN poison), "
+                            f"{y[idx]!r} in the rerun (sentinel poison {sentinel!r} "
+                            "around inputs and in fresh outputs); "
+                            f"{int((~same).sum())} element(s) differ: nondeterministic, "
+                            "or reading memory outside its inputs "
+                            f"or an output element it never wrote"
+                        ],
+                    )
+            elif np.issubdtype(x.dtype, np.floating):
+                tol = cfg.tolerance(ex.arrays, grad=True)
+                c = compare(y, x, tol, dtype=cfg.dtype, magnitude=None)
+                if c.ratio > 1:
+                    fail(cfg, ex, "rerun", mismatch_lines(what, c, tol))
+        record(cfg, ex, "rerun")
+
+
+def check_nondiff(cfg: Config, ex: Example) -> None:
+    """Check 'nondiff': float inputs the reference says get no gradient get None (or zeros) from
+    the implementation."""
+    targets = [i for i, a in enumerate(ex.args) if a.kind == "float" and ex.ref_grads[i] is None and cfg.reference_vjp]
+    if not targets:
+        return
+    with timed(cfg, ex, "nondiff"):
+        placed = place_args(cfg, ex, diff=targets, sentinel=False)
+        outs = call_impl(cfg, ex, values_of(placed), fill=NAN)
+        gp = {
+            j: lay.place(ex.g_seen[j], dtype=cfg.dtype, device=cfg.device, layout=ex.g_layouts[j])
+            for j in ex.float_outs
+        }
+        try:
+            with poisoned(NAN):
+                grads = torch.autograd.grad(
+                    [outs[j] for j in ex.float_outs],
+                    [placed[i].tensor for i in targets],
+                    [gp[j].tensor for j in ex.float_outs],
+                    allow_unused=True,
+                )
+        except RuntimeError as e:  # "the derivative for 'weight' is not implemented": also no gradient
+            if "not implemented" in str(e) or "does not require grad" in str(e):
+                record(cfg, ex, "nondiff")
+                return
+            raise
+        for i, g in zip(targets, grads, strict=True):
+            if g is not None and bool(torch.any(g != 0)):
+                fail(
+                    cfg,
+                    ex,
+                    "nondiff",
+                    [
+                        f"arg{i} is not differentiable (the reference VJP gives None) but the "
+                        f"implementation returned a nonzero gradient for it"
+                    ],
+                )
+        record(cfg, ex, "nondiff")
+
+
+# ---------------------------------------------------------------------------------------------
+# finite differences
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Directional:
+    """A directional finite difference along ``vs`` and what it was taken with."""
+
+    h: float  # the step
+    seed: int  # the directions' seed, for the report
+    vs: list[np.ndarray]  # one direction per differentiable argument
+    grad_outputs: dict[int, np.ndarray]  # per float output
+    slopes: list[np.ndarray | None]  # |dphi/dx| over the stencil, from the reference VJP
+    estimate: float
+    error: float  # its error bound
+
+
+def check_finite_differences(cfg: Config, ex: Example, *, draw_seed: Callable[[], int]) -> None:
+    """Checks 'backward_fd', 'reference_fd' and 'jacobian' on the example's gradients, skipped
+    (and counted as such) when a kink is too close or there is no derivative to take. The
+    directions' seed comes from ``draw_seed`` (Hypothesis' draw, so it replays and shrinks)."""
+    h = fd.step(ex.arrays, ex.diff, kinks=cfg.kinks)
+    if h is None:
+        for check in ("backward_fd", "reference_fd"):
+            record(cfg, ex, check, skipped=True)
+        return
+    seed = draw_seed()
+    vs = fd.directions(seed, ex.arrays, ex.diff)
+    difference = check_backward_fd(cfg, ex, h=h, seed=seed, vs=vs)
+    if difference is None:
+        return
+    if (
+        cfg.reference_vjp is not None
+        and cfg.reference is not None
+        and all(ex.ref_grads[i] is not None for i in ex.diff)
+    ):
+        check_reference_fd(cfg, ex, difference)
+    if cfg.jacobian != "off":
+        check_jacobian(cfg, ex, h=h)
+
+
+def check_backward_fd(cfg: Config, ex: Example, *, h: float, seed: int, vs: list[np.ndarray]) -> Directional | None:
+    """Check 'backward_fd': <impl VJP, v> against the finite difference of the float64 forward
+    along v, within the gradient tolerance summed along |v| plus the difference's error bound.
+    Returns the difference, or None (skipped) where the forward is not finite near x."""
+    grad_outputs = {j: ex.g_seen[j].numpy() for j in ex.float_outs}
+    with timed(cfg, ex, "backward_fd"):
+        slopes = fd.slopes(
+            cfg.reference_vjp, ex.arrays, diff=ex.diff, vs=vs, h=h, ref_grads=ex.ref_grads, g_arrays=ex.g_arrays
+        )
+        est, fd_err = fd.directional(
+            cfg.forward64,
+            ex.arrays,
+            diff=ex.diff,
+            vs=vs,
+            grad_outputs=grad_outputs,
+            h=h,
+            slopes=slopes,
+            depth=cfg.depth_of(ex.arrays),
+        )
+        if not (np.isfinite(est) and np.isfinite(fd_err)):
+            # the forward is NaN or inf near x (an all-ignored mean loss): no derivative there
+            record(cfg, ex, "backward_fd", skipped=True)
+            return None
+        tol_g = cfg.tolerance(ex.arrays, grad=True)
+        lhs, bound = 0.0, 0.0
+        for i, g, v in zip(ex.diff, ex.grads, vs, strict=True):
+            a = np.zeros(np.shape(v)) if g is None else to_numpy(g)
+            lhs += float(np.sum(a * v))
+            ref = ex.ref_grads[i] if ex.ref_grads[i] is not None else a
+            mag = None if ex.grad_mags is None else ex.grad_mags[i]
+            bound += float(np.sum(tol_g.bound(np.asarray(ref, dtype=np.float64), mag) * np.abs(v)))
+        tol_total = bound + 2 * fd_err
+        err = abs(lhs - est)
+        c = Comparison(_ratio(err, tol_total), (), lhs, est, err, tol_total)
+        if not np.isfinite(lhs) or c.ratio > 1:
+            fail(
+                cfg,
+                ex,
+                "backward_fd",
+                [
+                    f"<impl VJP, v> = {lhs!r} but the finite difference of the float64 "
+                    f"{'implementation' if cfg.f64_impl else 'reference'} along v gives {est!r}",
+                    f"|err|={err:.4g} > tol={tol_total:.4g} (gradient tolerance summed along |v|: {bound:.3g}; "
+                    f"finite-difference error bound: {fd_err:.3g}; step h={h:.3g}; "
+                    f"v: signed random, max-norm 1, seed {seed})",
+                ],
+            )
+        record(cfg, ex, "backward_fd", c)
+    return Directional(h, seed, vs, grad_outputs, slopes, est, fd_err)
+
+
+def check_reference_fd(cfg: Config, ex: Example, difference: Directional) -> None:
+    """Check 'reference_fd': the reference VJP along the same direction against the finite
+    difference of the reference forward, in float64, tight: a wrong reference shows here."""
+    vs = difference.vs
+    with timed(cfg, ex, "reference_fd"):
+        if cfg.f64_impl:
+            est_r, fd_err_r = fd.directional(
+                cfg.reference_forward,
+                ex.arrays,
+                diff=ex.diff,
+                vs=vs,
+                grad_outputs=difference.grad_outputs,
+                h=difference.h,
+                slopes=difference.slopes,
+                depth=cfg.depth_of(ex.arrays),
+            )
+        else:  # the backward_fd difference was of the reference already
+            est_r, fd_err_r = difference.estimate, difference.error
+        lhs_r = float(sum(np.sum(np.asarray(ex.ref_grads[i]) * v) for i, v in zip(ex.diff, vs, strict=True)))
+        absr = float(sum(np.sum(np.abs(np.asarray(ex.ref_grads[i]) * v)) for i, v in zip(ex.diff, vs, strict=True)))
+        tol_r = 2 * fd_err_r + (cfg.depth_of(ex.arrays) + 8) * fd.EPS64 * absr * 4
+        err_r = abs(lhs_r - est_r)
+        c = Comparison(_ratio(err_r, tol_r), (), lhs_r, est_r, err_r, tol_r)
+        if c.ratio > 1 or not np.isfinite(lhs_r):
+            fail(
+                cfg,
+                ex,
+                "reference_fd",
+                [
+                    f"the reference VJP gives <vjp, v> = {lhs_r!r} but the finite difference of "
+                    "the reference forward gives "
+                    f"{est_r!r} (|err|={err_r:.4g} > tol={tol_r:.4g}): the reference forward or VJP is wrong"
+                ],
+            )
+        record(cfg, ex, "reference_fd", c)
+
+
+def _impl_jacobian(
+    cfg: Config, ex: Example, *, out_sizes: Sequence[int], n_in: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The implementation's Jacobian at the dtype under test, one backward per element of the
+    float outputs (``out_sizes`` elements each), on contiguous copies of the inputs; with
+    ``vjp_terms``, the op's own sum of |terms| per entry too."""
+    inputs = []
+    for i, a in enumerate(ex.args):
+        if a.kind == "value":
+            inputs.append(a.value)
+        else:
+            t = a.seen.to(cfg.dtype if a.kind == "float" else a.seen.dtype).to(cfg.device).contiguous()
+            inputs.append(t.requires_grad_(i in ex.diff))
+    outs = call_impl(cfg, ex, inputs, fill=NAN)
+    n_out = sum(out_sizes)
+    j_impl = np.zeros((n_out, n_in))
+    j_terms = np.zeros((n_out, n_in)) if cfg.vjp_terms is not None else None
+    row = 0
+    for j, size in zip(ex.float_outs, out_sizes, strict=True):
+        for flat in range(size):
+            gs = [torch.zeros_like(outs[k]) for k in ex.float_outs]
+            gs[ex.float_outs.index(j)].view(-1)[flat] = 1
+            grads = call_backward(cfg, ex, [outs[k] for k in ex.float_outs], [inputs[i] for i in ex.diff], gs, fill=NAN)
+            if j_terms is not None:  # the op's own sum of |terms| for this row's VJP
+                terms = as_tuple(cfg.vjp_terms(*ex.arrays, *[to_numpy(gk) for gk in gs]))
+                j_terms[row] = np.concatenate([np.abs(np.asarray(terms[i], dtype=np.float64)).ravel() for i in ex.diff])
+            j_impl[row] = np.concatenate(
+                [
+                    np.zeros(np.size(ex.arrays[i])) if g is None else to_numpy(g).ravel()
+                    for i, g in zip(ex.diff, grads, strict=True)
+                ]
+            )
+            row += 1
+    return j_impl, j_terms
+
+
+def check_jacobian(cfg: Config, ex: Example, *, h: float) -> None:
+    """Check 'jacobian': the implementation's full Jacobian entry by entry against finite
+    differences, for small inputs and outputs (``cfg.jacobian == "auto"``) or always."""
+    n_in = sum(np.size(ex.arrays[i]) for i in ex.diff)
+    if cfg.jacobian == "auto" and n_in > JACOBIAN_MAX:
+        return
+    with timed(cfg, ex, "jacobian"):
+        base = cfg.forward64(ex.arrays)
+        out_sizes = [int(np.prod(np.shape(base[j]))) for j in ex.float_outs]
+        n_out = sum(out_sizes)
+        if (cfg.jacobian == "auto" and n_out > JACOBIAN_MAX) or n_out == 0 or n_in == 0:
+            return
+        j_impl, j_terms = _impl_jacobian(cfg, ex, out_sizes=out_sizes, n_in=n_in)
+        j_fd, j_err = fd.jacobian_columns(
+            cfg.forward64,
+            ex.arrays,
+            base=base,
+            diff=ex.diff,
+            float_outs=ex.float_outs,
+            h=h,
+            depth=cfg.depth_of(ex.arrays),
+        )
+        tol = cfg.tolerance(ex.arrays, grad=True)
+        bound = tol.bound(j_fd, j_terms) + 2 * j_err
+        err = np.abs(j_impl - j_fd)
+        ratio = np.where(np.isfinite(err), err / bound, np.inf)
+        o, i_ = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
+        c = Comparison(
+            float(ratio[o, i_]),
+            (int(o), int(i_)),
+            actual=float(j_impl[o, i_]),
+            expected=float(j_fd[o, i_]),
+            error=float(err[o, i_]),
+            tol=float(bound[o, i_]),
+            n_bad=int((ratio > 1).sum()),
+        )
+        if c.ratio > 1:
+            fail(
+                cfg,
+                ex,
+                "jacobian",
+                [
+                    f"Jacobian entry d out[{o}] / d in[{i_}] (flattened over outputs and differentiable "
+                    f"inputs): impl={c.actual!r}, finite differences={c.expected!r}",
+                    f"|err|={c.error:.4g} > tol={c.tol:.4g}; {c.n_bad} of {ratio.size} entries over tolerance",
+                    f"tolerance: {tol.describe()} + finite-difference error",
+                ],
+            )
+        record(cfg, ex, "jacobian", c)

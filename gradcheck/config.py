@@ -1,0 +1,73 @@
+"""What one verification checks, at one dtype: :class:`Config`, built by ``verify`` and ``check_gradients``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from gradcheck.compare import as_tuple, dtype_name, to_numpy
+from gradcheck.tolerances import Tolerance, tolerance
+
+__all__ = ["Config"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """The implementation, its references and how to judge it, at one dtype (see ``verify``)."""
+
+    fn: Callable[..., Any]  # the implementation under test
+    name: str  # the op's name in reports
+    dtype: torch.dtype  # the dtype its float inputs are cast to
+    device: torch.device  # where its inputs are placed
+    reference: Callable[..., Any] | None = None  # NumPy float64 forward
+    reference_vjp: Callable[..., Any] | None = None  # NumPy float64 VJP: (*arrays, *grad_outputs) -> one per arg
+    depth: Callable[..., int] | int = 1  # K, the length of the longest sum (or a function of the arrays)
+    multilinear: bool = False  # the op on absolute values gives the sum of |terms|
+    ulps: float = 0.0  # extra units of roundoff (transcendental functions)
+    kinks: Callable[..., float] | None = None  # distance to the nearest non-differentiable point
+    backward: bool = True  # check the backward at all
+    deterministic: bool = True  # the rerun must match bit for bit (else within the gradient tolerance)
+    tf32: bool = False  # fp32 matmuls on TF32 cores: the tf32 row of the table
+    jacobian: str = "auto"  # full Jacobian: "auto" (small inputs), "off" or "always"
+    f64_impl: bool = False  # finite differences of the implementation itself at float64
+    terms: Callable[..., Any] | None = None  # sum of |terms| of the forward, per output element
+    vjp_terms: Callable[..., Any] | None = None  # sum of |terms| of the VJP, per input element
+
+    @property
+    def dname(self) -> str:
+        """The dtype as reports name it (``float32/tf32`` on the TF32 row)."""
+        return dtype_name(self.dtype) + ("/tf32" if self.tf32 else "")
+
+    def depth_of(self, arrays: list[Any]) -> int:
+        return int(self.depth(*arrays)) if callable(self.depth) else int(self.depth)
+
+    def tolerance(self, arrays: list[Any], *, grad: bool) -> Tolerance:
+        """The forward (``grad=False``) or gradient tolerance for an example's arguments."""
+        return tolerance(
+            self.dtype,
+            depth=self.depth_of(arrays),
+            ulps=self.ulps,
+            grad=grad,
+            tf32=self.tf32,
+            stored_terms=(self.vjp_terms if grad else self.terms) is not None,
+        )
+
+    def reference_forward(self, arrays: list[Any]) -> list[np.ndarray]:
+        return [np.asarray(o) for o in as_tuple(self.reference(*arrays))]
+
+    def forward64(self, arrays: list[Any]) -> list[np.ndarray]:
+        """The float64 forward used for finite differences: the implementation itself when it
+        runs at float64 (so its own float64 path is what FD sees), else the reference."""
+        if not self.f64_impl:
+            return self.reference_forward(arrays)
+        call = [
+            torch.from_numpy(np.ascontiguousarray(a)).to(self.device) if isinstance(a, np.ndarray) else a
+            for a in arrays
+        ]
+        with torch.no_grad():
+            outs = as_tuple(self.fn(*call))
+        return [to_numpy(o) for o in outs]
