@@ -17,8 +17,8 @@ _installed = any(ep.value == "gradcheck.plugin" for ep in importlib.metadata.ent
 pytest_plugins = ["pytester"] if _installed else ["pytester", "gradcheck.plugin"]
 
 if not _installed:
-    from gradcheck import catalog, hooks
+    from gradcheck import hooks, ops
     from kernels import _runtime, registry
 
-    catalog.register_implementations(registry.IMPLEMENTATIONS, name="kernels", device=registry.device)
+    ops.register_implementations(registry.IMPLEMENTATIONS, name="kernels", device=registry.device)
     hooks.register_poison_hook(_runtime.allocation_fill)

@@ -6,9 +6,9 @@ Hypothesis profile and imports no kernels: implementations reach it as arguments
 """
 
 from gradcheck import strategies
-from gradcheck.catalog import OpSpec, catalog, implementations, register_implementations
 from gradcheck.engine import check_gradients, verify
 from gradcheck.hooks import default_device, register_poison_hook, unregister_poison_hook
+from gradcheck.ops import OpSpec, catalog, implementations, register_implementations
 from gradcheck.report import Report, VerificationError
 from gradcheck.runner import verify_op
 

@@ -118,7 +118,7 @@ def check_raises(cfg: Config, ex: Example, what: str) -> Iterator[None]:
 
 def call_impl(cfg: Config, ex: Example, args: Sequence[Any], *, fill: float) -> tuple:
     """The implementation's outputs on ``args``, its allocations poisoned with ``fill``."""
-    with check_raises(cfg, ex, "the implementation"), poisoned(fill):
+    with poisoned(fill), check_raises(cfg, ex, "the implementation"):
         return as_tuple(cfg.fn(*args))
 
 
@@ -132,7 +132,7 @@ def call_backward(
     fill: float,
 ) -> tuple:
     """The implementation's gradients of ``outs`` with respect to ``wrt`` (None where unused)."""
-    with check_raises(cfg, ex, "the backward"), poisoned(fill):
+    with poisoned(fill), check_raises(cfg, ex, "the backward"):
         return torch.autograd.grad(list(outs), list(wrt), list(grad_outputs), retain_graph=True, allow_unused=True)
 
 
@@ -400,7 +400,7 @@ def check_nondiff(cfg: Config, ex: Example) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Directional:
     """A directional finite difference along ``vs`` and what it was taken with."""
 
@@ -470,7 +470,7 @@ def check_backward_fd(cfg: Config, ex: Example, *, h: float, seed: int, vs: list
             bound += float(np.sum(tol_g.bound(np.asarray(ref, dtype=np.float64), mag) * np.abs(v)))
         tol_total = bound + 2 * fd_err
         err = abs(lhs - est)
-        c = Comparison(_ratio(err, tol_total), (), lhs, est, err, tol_total)
+        c = Comparison(_ratio(err, tol_total), actual=lhs, expected=est, error=err, tol=tol_total)
         if not np.isfinite(lhs) or c.ratio > 1:
             fail(
                 cfg,
@@ -485,7 +485,7 @@ def check_backward_fd(cfg: Config, ex: Example, *, h: float, seed: int, vs: list
                 ],
             )
         record(cfg, ex, "backward_fd", c)
-    return Directional(h, seed, vs, grad_outputs, slopes, est, fd_err)
+    return Directional(h=h, seed=seed, vs=vs, grad_outputs=grad_outputs, slopes=slopes, estimate=est, error=fd_err)
 
 
 def check_reference_fd(cfg: Config, ex: Example, difference: Directional) -> None:
@@ -510,7 +510,7 @@ def check_reference_fd(cfg: Config, ex: Example, difference: Directional) -> Non
         absr = float(sum(np.sum(np.abs(np.asarray(ex.ref_grads[i]) * v)) for i, v in zip(ex.diff, vs, strict=True)))
         tol_r = 2 * fd_err_r + (cfg.depth_of(ex.arrays) + 8) * fd.EPS64 * absr * 4
         err_r = abs(lhs_r - est_r)
-        c = Comparison(_ratio(err_r, tol_r), (), lhs_r, est_r, err_r, tol_r)
+        c = Comparison(_ratio(err_r, tol_r), actual=lhs_r, expected=est_r, error=err_r, tol=tol_r)
         if c.ratio > 1 or not np.isfinite(lhs_r):
             fail(
                 cfg,
@@ -590,7 +590,7 @@ def check_jacobian(cfg: Config, ex: Example, *, h: float) -> None:
         o, i_ = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
         c = Comparison(
             float(ratio[o, i_]),
-            (int(o), int(i_)),
+            index=(int(o), int(i_)),
             actual=float(j_impl[o, i_]),
             expected=float(j_fd[o, i_]),
             error=float(err[o, i_]),

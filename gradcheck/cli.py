@@ -91,7 +91,7 @@ def _verify_main(argv: Sequence[str]) -> int:
     from rich.table import Table
 
     from gradcheck import profiles
-    from gradcheck.catalog import catalog, implementations
+    from gradcheck.ops import catalog, implementations
     from gradcheck.report import VerificationError
     from gradcheck.runner import verify_op
 

@@ -76,7 +76,7 @@ def compare(
             )
         return Comparison(
             np.inf,
-            idx,
+            index=idx,
             actual=float(actual[idx]),
             expected=float(exp[idx]),
             error=np.inf,
@@ -92,7 +92,7 @@ def compare(
     idx = tuple(int(i) for i in np.unravel_index(flat, ratio.shape)) if ratio.ndim else ()
     return Comparison(
         float(ratio[idx]),
-        idx,
+        index=idx,
         actual=float(actual[idx]),
         expected=float(exp[idx]),
         error=float(err[idx]),

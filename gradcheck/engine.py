@@ -36,7 +36,7 @@ from gradcheck.example import Example, describe, draw_grad_output, place_args, p
 from gradcheck.hooks import default_device
 from gradcheck.report import Report, VerificationError
 
-__all__ = ["check_gradients", "run_example", "verify"]
+__all__ = ["check_gradients", "hypothesis_test", "run_example", "verify"]
 
 NAN = float("nan")
 

@@ -90,7 +90,13 @@ def poison_hooks() -> list[PoisonHook]:
             continue  # not imported: nobody allocates through it, and loading it would import it
         key = (ep.name, ep.value)
         if key not in _loaded:
-            _loaded[key] = ep.load()
+            try:
+                _loaded[key] = ep.load()
+            except Exception as e:  # an engine error, not the implementation's: say where it comes from
+                raise RuntimeError(
+                    f"the poison hook {ep.name} = {ep.value!r} (entry-point group {POISON_ENTRY_POINT_GROUP!r}) "
+                    f"does not load: {type(e).__name__}: {e}"
+                ) from e
         if _loaded[key] not in hooks:
             hooks.append(_loaded[key])
     return hooks

@@ -15,26 +15,13 @@ __all__ = ["PROFILES", "default_profile", "load"]
 
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
 
+#: Replayable runs (CI, the GPU runner): the same examples every time, nothing stored between runs.
+_REPLAYABLE = {"deadline": None, "derandomize": True, "database": None, "print_blob": True}
+
 settings.register_profile("dev", max_examples=10, deadline=None, suppress_health_check=_SLOW_OK)
-settings.register_profile(
-    "ci",
-    max_examples=25,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    print_blob=True,
-    suppress_health_check=_SLOW_OK,
-)
+settings.register_profile("ci", max_examples=25, suppress_health_check=_SLOW_OK, **_REPLAYABLE)
 settings.register_profile("thorough", max_examples=1000, deadline=None, suppress_health_check=_SLOW_OK)
-settings.register_profile(
-    "gpu",
-    max_examples=100,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    print_blob=True,
-    suppress_health_check=_SLOW_OK,
-)
+settings.register_profile("gpu", max_examples=100, suppress_health_check=_SLOW_OK, **_REPLAYABLE)
 
 PROFILES = ("dev", "ci", "thorough", "gpu")
 

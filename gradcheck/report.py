@@ -34,6 +34,7 @@ class VerificationError(AssertionError):
         self.dtype = dtype
         self.check = check
         self.details = details or {}
+        self.report: Report | None = None  # set by verify: the whole run, every dtype's statistics and failures
 
 
 @dataclass

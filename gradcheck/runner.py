@@ -7,8 +7,8 @@ from typing import Any
 
 import torch
 
-from gradcheck.catalog import get_spec, implementation
 from gradcheck.engine import verify
+from gradcheck.ops import get_spec, implementation
 from gradcheck.report import Report
 
 __all__ = ["verify_op"]

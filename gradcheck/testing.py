@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 import pytest
 import torch
 
-from gradcheck.catalog import get_spec
+from gradcheck.ops import get_spec
 from gradcheck.runner import verify_op
 
 __all__ = ["op_tests"]

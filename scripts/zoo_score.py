@@ -25,7 +25,7 @@ def _run(name: str, profile: str, twins_only: bool) -> dict:
     import hypothesis
 
     import gradcheck as gc
-    import gradcheck.profiles  # noqa: F401  (registers the profiles)
+    import gradcheck.profiles
     from tests.gradcheck.zoo import CASES_BY_NAME
 
     hypothesis.settings.load_profile(profile)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 import reference.cross_entropy
 from gradcheck import strategies as gs
-from gradcheck.catalog import OpSpec
+from gradcheck.ops import OpSpec
 from gradcheck.specs._common import REDUCTIONS
 from gradcheck.specs.softmax import UNIT_SCALE_DISTANCE
 

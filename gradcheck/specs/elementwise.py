@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import reference.elementwise
 from gradcheck import strategies as gs
-from gradcheck.catalog import OpSpec
+from gradcheck.ops import OpSpec
 from gradcheck.specs._common import MAX_NUMEL, VALUES
 
 __all__ = ["SPECS"]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import reference.matmul
 from gradcheck import strategies as gs
 from gradcheck import tolerances
-from gradcheck.catalog import OpSpec
+from gradcheck.ops import OpSpec
 
 __all__ = ["SPECS"]
 

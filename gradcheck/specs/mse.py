@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import reference.mse
 from gradcheck import strategies as gs
-from gradcheck.catalog import OpSpec
+from gradcheck.ops import OpSpec
 from gradcheck.specs._common import REDUCTIONS
 
 __all__ = ["SPECS"]

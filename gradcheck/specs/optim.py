@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import reference.optim
 from gradcheck import strategies as gs
-from gradcheck.catalog import OpSpec
+from gradcheck.ops import OpSpec
 
 __all__ = ["SPECS"]
 

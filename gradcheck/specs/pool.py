@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import reference.pool
 from gradcheck import strategies as gs
-from gradcheck.catalog import OpSpec
+from gradcheck.ops import OpSpec
 from gradcheck.specs._common import as_arg
 
 __all__ = ["SPECS"]

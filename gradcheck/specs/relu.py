@@ -5,7 +5,7 @@ import torch
 
 import reference.relu
 from gradcheck import strategies as gs
-from gradcheck.catalog import OpSpec
+from gradcheck.ops import OpSpec
 
 __all__ = ["SPECS"]
 

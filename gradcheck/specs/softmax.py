@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 import reference.softmax
 from gradcheck import strategies as gs
-from gradcheck.catalog import OpSpec
+from gradcheck.ops import OpSpec
 
 __all__ = ["SPECS", "UNIT_SCALE_DISTANCE"]
 

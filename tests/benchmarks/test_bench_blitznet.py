@@ -1,4 +1,4 @@
-"""The blitz classifier (kernels.nn.BlitzNet) against the same network in torch.nn eager and
+"""The blitz classifier (kernels.blitz.net.BlitzNet) against the same network in torch.nn eager and
 torch.compile: inference forward, and a full training step (forward, cross-entropy, backward,
 SGD with momentum) at batch 4, 256 and 4096, fp32."""
 
@@ -18,11 +18,11 @@ CASES = [
 
 def _models(bench, impl):
     """(model, loss function, optimizer class) for ``impl``, sharing initial weights."""
-    torch_net = hb.load("kernels.nn", "TorchBlitzNet")
+    torch_net = hb.load("kernels.blitz.net", "TorchBlitzNet")
     torch.manual_seed(0)
     reference = torch_net().to(bench.device)
     if impl == "ours":
-        net = hb.load("kernels.nn", "BlitzNet")().to(bench.device)
+        net = hb.load("kernels.blitz.net", "BlitzNet")().to(bench.device)
         net.load_state_dict(reference.state_dict())
         return net, hb.load("kernels.cross_entropy", "cross_entropy"), hb.load("kernels.optim", "SGD")
     model = bench.compiled(reference) if impl == "compile" else reference

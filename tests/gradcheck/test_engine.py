@@ -1,10 +1,17 @@
 """Unit tests of the engine's pieces: the tolerance table, layouts and guard bands, strategies,
-check_gradients and verify's argument validation."""
+check_gradients, verify's argument validation and reports, the device and poison hooks, and the
+Hypothesis keys per op."""
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from importlib.metadata import EntryPoint
 
 import hypothesis
 import numpy as np
@@ -12,8 +19,10 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from hypothesis.database import InMemoryExampleDatabase
 
 import gradcheck as gc
+from gradcheck import hooks
 from gradcheck import layouts as lay
 from gradcheck import strategies as gs
 from gradcheck import tolerances as tl
@@ -266,9 +275,25 @@ def _f64(*shape: int, seed: int = 0) -> torch.Tensor:
     return torch.from_numpy(np.random.default_rng(seed).standard_normal(shape))
 
 
+def _counting(fn):
+    """``fn``, counting its float64 calls in ``.calls`` (the finite differences make them)."""
+
+    def counted(*args):
+        counted.calls += any(isinstance(a, torch.Tensor) and a.dtype == torch.float64 for a in args)
+        return fn(*args)
+
+    counted.calls = 0
+    counted.__name__ = getattr(fn, "__name__", "fn")
+    return counted
+
+
 def test_check_gradients_passes_a_correct_function() -> None:
-    assert gc.check_gradients(torch.sin, _f64(5))  # full Jacobian
-    assert gc.check_gradients(torch.matmul, _f64(16, 16), _f64(16, 16, seed=1))  # directional
+    sin = _counting(torch.sin)
+    assert gc.check_gradients(sin, _f64(5)) is True  # full Jacobian
+    assert sin.calls >= 4 * 5, "a Richardson column (4 float64 calls) per input element"
+    matmul = _counting(torch.matmul)
+    assert gc.check_gradients(matmul, _f64(16, 16), _f64(16, 16, seed=1)) is True  # directional
+    assert matmul.calls >= 4 * 4, "4 directions, a 4-point stencil each"
 
 
 def test_check_gradients_catches_a_wrong_function() -> None:
@@ -276,7 +301,9 @@ def test_check_gradients_catches_a_wrong_function() -> None:
     for mode in ("full", "directional"):
         with pytest.raises(gc.VerificationError):
             gc.check_gradients(scaled, _f64(6), mode=mode)
-    assert gc.check_gradients(zoo.make_silu_grad_scaled(False), _f64(6))
+    correct = _counting(zoo.make_silu_grad_scaled(False))
+    assert gc.check_gradients(correct, _f64(6)) is True
+    assert correct.calls >= 4 * 6, "the full Jacobian was taken, not skipped"
 
 
 def test_check_gradients_sees_one_wrong_jacobian_entry() -> None:
@@ -318,20 +345,42 @@ def test_verify_validates_its_arguments(kwargs: dict, error: type[Exception], me
         gc.verify(fn, _ONE_TENSOR, **kwargs)
 
 
+def _counts(report: gc.Report, dtype: str) -> dict[str, tuple[int, int]]:
+    """check -> (examples, skipped) of one dtype's cells, for checks that ran or skipped at least once."""
+    return {s.check: (s.examples, s.skipped) for s in report.stats if s.dtype == dtype and (s.examples or s.skipped)}
+
+
+def _tanh_vjp_terms(x, g):
+    """torch's tanh backward is g * (1 - y^2) from the rounded output y: the terms g and g y^2
+    cancel for |x| > 2 (at x = -2.58 a correct fp32 backward is 1.2 tolerances off without them)."""
+    return (np.abs(g) * (1 + np.tanh(x) ** 2),)
+
+
 def test_verify_returns_a_report() -> None:
     report = gc.verify(
         torch.tanh,
         _ONE_TENSOR,
         reference=zoo.tanh_ref,
         reference_vjp=zoo.tanh_vjp,
+        vjp_terms=_tanh_vjp_terms,
         dtypes=(torch.float32, torch.float64),
         ulps=4,
         name="tanh",
     )
-    assert report.passed and report.name == "tanh"
-    assert report.examples("float32") > 0 and report.examples("float64") > 0
-    checks = {s.check for s in report.stats}
-    assert {"forward", "backward", "backward_fd", "guards", "zero_grad", "rerun"} <= checks
+    assert report.name == "tanh" and report.failures == []
+    for dtype in ("float32", "float64"):
+        counts = _counts(report, dtype)
+        complete = counts["rerun"][0]  # the rerun is the last check of an example: it ran them all
+        assert complete > 0 and report.examples(dtype) >= complete
+        # 3 finite elements: every check runs on every example (the Jacobian too), none is skipped;
+        # guards run after the forward, the backward and both halves of the rerun. (An example
+        # Hypothesis abandons at a later draw, an overrun, counts in the earlier checks only.)
+        for check in ("backward_fd", "reference_fd", "jacobian", "rerun"):
+            assert counts[check] == (complete, 0), f"{dtype} {check}: {counts[check]}, {complete} complete examples"
+        for check in ("outputs", "forward", "backward", "zero_grad"):
+            assert counts[check][0] >= complete and counts[check][1] == 0, f"{dtype} {check}: {counts[check]}"
+        assert counts["guards"][0] >= 4 * complete
+        assert "nondiff" not in counts and "raises" not in counts
 
 
 def test_tolerance_assert_close_uses_the_table():
@@ -385,4 +434,277 @@ def test_finite_differences_at_a_minimum_are_not_false_positives(values) -> None
         max_examples=40,
         name="squared_error_at_a_minimum",
     )
-    assert report.passed
+    assert report.failures == []
+    for dtype in ("float32", "bfloat16", "float64"):
+        counts = _counts(report, dtype)
+        complete = counts["rerun"][0]
+        # the finite differences were taken at the minimum on every complete example, not skipped
+        assert complete > 0
+        for check in ("backward_fd", "reference_fd", "jacobian"):
+            assert counts[check] == (complete, 0), f"{dtype} {check}: {counts[check]}, {complete} complete examples"
+
+
+# ---------------------------------------------------------------------------------------------
+# hooks: default device and poisoned allocation
+# ---------------------------------------------------------------------------------------------
+
+
+def test_default_device_is_the_cpu_without_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert hooks.default_device() == CPU
+
+
+def test_default_device_is_the_current_cuda_device(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    assert hooks.default_device() == torch.device("cuda", 1)
+
+
+class _PoolAllocator:
+    """A custom allocator that hands out zeroed memory (a pool, say): torch's deterministic fill
+    never reaches it, so only its poison hook can make an element nobody wrote show."""
+
+    def __init__(self) -> None:
+        self.fill: float | None = None
+        self.fills: list[float] = []  # every fill the hook was entered with
+
+    @contextlib.contextmanager
+    def poison(self, fill: float):
+        previous, self.fill = self.fill, fill
+        self.fills.append(fill)
+        try:
+            yield
+        finally:
+            self.fill = previous
+
+    def empty_like(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(x.shape, dtype=x.dtype, device=x.device)
+        if self.fill is not None:
+            out.fill_(self.fill if math.isnan(self.fill) else min(self.fill, torch.finfo(x.dtype).max))
+        return out
+
+
+@pytest.fixture
+def pool() -> Iterator[_PoolAllocator]:
+    """A pool allocator with its poison hook registered for the test, unregistered after it."""
+    allocator = _PoolAllocator()
+    hook = allocator.poison
+    assert hooks.register_poison_hook(hook) is hook, "returns the hook: a decorator"
+    try:
+        yield allocator
+    finally:
+        hooks.unregister_poison_hook(allocator.poison)
+    assert allocator.poison not in hooks.poison_hooks()
+
+
+def _relu_through(allocator: _PoolAllocator):
+    """relu that stores only where x > 0 into memory from ``allocator``: correct on zeroed memory, by luck."""
+
+    class PoolReluFunction(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            out = allocator.empty_like(x)
+            positive = x > 0
+            out[positive] = x[positive]
+            return out
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return torch.where(x > 0, g, torch.zeros_like(g))
+
+    PoolReluFunction.__name__ = PoolReluFunction.__qualname__ = "pool_relu"
+    return PoolReluFunction.apply
+
+
+def _identity_through(allocator: _PoolAllocator):
+    """y = fmax(acc, x) with the accumulator ``acc`` never initialised (it should start at -inf):
+    fmax swallows the NaN of the first pass, so only the rerun's sentinel shows the bug."""
+
+    class PoolRunningMaxFunction(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            return torch.fmax(allocator.empty_like(x), x)
+
+        @staticmethod
+        def backward(ctx, g):
+            return g
+
+    PoolRunningMaxFunction.__name__ = PoolRunningMaxFunction.__qualname__ = "pool_running_max"
+    return PoolRunningMaxFunction.apply
+
+
+_SEPARATED = gs.tensors(gs.shapes(min_dims=1, max_numel=64), elements="separated").map(lambda x: (x,))
+
+
+def _verify_relu(fn, name: str) -> gc.Report:
+    return gc.verify(
+        fn,
+        _SEPARATED,
+        reference=zoo.relu_ref,
+        reference_vjp=zoo.relu_vjp,
+        kinks=zoo.relu_kinks,
+        name=name,
+        max_examples=10,
+        device=CPU,
+    )
+
+
+def test_a_poison_hook_shows_an_unwritten_output(pool: _PoolAllocator) -> None:
+    with pytest.raises(gc.VerificationError) as caught:
+        _verify_relu(_relu_through(pool), "pool_relu")
+    assert caught.value.check == "forward"
+    assert "NaN where the reference is finite" in str(caught.value)
+    assert math.isnan(pool.fills[0]), "the first pass poisons with NaN"
+    assert pool.fill is None, "every hook context is left after the call"
+
+
+def test_without_its_poison_hook_an_unwritten_output_hides() -> None:
+    """The same bug on zeroed memory passes: the hook, not luck, is what catches it above."""
+    allocator = _PoolAllocator()
+    report = _verify_relu(_relu_through(allocator), "pool_relu_unhooked")
+    assert report.failures == [] and report.examples("float32") > 0
+    assert allocator.fills == []
+
+
+def test_a_poison_hook_gets_the_sentinel_on_the_rerun(pool: _PoolAllocator) -> None:
+    with pytest.raises(gc.VerificationError) as caught:
+        gc.verify(
+            _identity_through(pool),
+            _SEPARATED,
+            reference=lambda x: x,
+            reference_vjp=lambda x, g: (g,),
+            name="pool_running_max",
+            max_examples=10,
+            device=CPU,
+        )
+    assert caught.value.check == "rerun", "fmax swallows NaN: the forward pass cannot see the bug"
+    sentinel = torch.finfo(torch.float32).max
+    assert any(math.isnan(f) for f in pool.fills) and sentinel in pool.fills
+    assert repr(sentinel) in str(caught.value)
+
+
+def test_unregister_poison_hook() -> None:
+    allocator = _PoolAllocator()
+    hooks.register_poison_hook(allocator.poison)
+    hooks.register_poison_hook(allocator.poison)
+    assert hooks.poison_hooks().count(allocator.poison) == 1, "registered once"
+    with hooks.poisoned(float("nan")):
+        assert math.isnan(allocator.fill)
+    hooks.unregister_poison_hook(allocator.poison)
+    hooks.unregister_poison_hook(allocator.poison)  # not registered any more: ignored
+    assert allocator.poison not in hooks.poison_hooks()
+    with hooks.poisoned(float("nan")):
+        assert allocator.fill is None
+    assert len(allocator.fills) == 1
+    with pytest.raises(TypeError, match="a poison hook must be callable"):
+        hooks.register_poison_hook(3.0)
+
+
+def test_poisoned_restores_torch_settings() -> None:
+    det, warn_only = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    with hooks.poisoned(float("nan")):
+        assert torch.are_deterministic_algorithms_enabled()
+        assert bool(torch.isnan(torch.empty(8)).all()), "torch.empty returns NaN-filled memory meanwhile"
+    assert torch.are_deterministic_algorithms_enabled() == det
+    assert torch.is_deterministic_algorithms_warn_only_enabled() == warn_only
+
+
+_EP_HOOK_FILLS: list[float] = []
+
+
+@contextlib.contextmanager
+def _entry_point_hook(fill: float):
+    _EP_HOOK_FILLS.append(fill)
+    yield
+
+
+def test_advertised_hooks_only_of_imported_modules(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An entry point of the ``gradcheck.poison`` group counts once its module is imported; one
+    whose module is not imported is never loaded (loading it would import it)."""
+    imported = EntryPoint("here", f"{__name__}:_entry_point_hook", hooks.POISON_ENTRY_POINT_GROUP)
+    elsewhere = EntryPoint("elsewhere", "tests.gradcheck.no_such_module:hook", hooks.POISON_ENTRY_POINT_GROUP)
+    monkeypatch.setattr(hooks, "_advertised", lambda: (elsewhere, imported))
+    monkeypatch.setattr(hooks, "_loaded", {})
+    assert hooks.poison_hooks()[-1] is _entry_point_hook
+    assert "tests.gradcheck.no_such_module" not in sys.modules
+    assert list(hooks._loaded) == [("here", imported.value)], "loaded once, then cached"
+    _EP_HOOK_FILLS.clear()
+    with hooks.poisoned(1.5):
+        pass
+    assert _EP_HOOK_FILLS == [1.5]
+
+
+def test_an_advertised_hook_that_does_not_load_is_an_engine_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = EntryPoint("broken", f"{__name__}:_no_such_hook", hooks.POISON_ENTRY_POINT_GROUP)
+    monkeypatch.setattr(hooks, "_advertised", lambda: (broken,))
+    monkeypatch.setattr(hooks, "_loaded", {})
+    with pytest.raises(RuntimeError, match=r"the poison hook broken = .*_no_such_hook.* does not load"):
+        hooks.poison_hooks()
+
+
+def test_import_gradcheck_imports_no_kernels() -> None:
+    """``import gradcheck`` sets no environment variable and imports neither kernels nor triton."""
+    env = {k: v for k, v in os.environ.items() if k not in ("TRITON_INTERPRET", "GRADCHECK_INTERPRET")}
+    code = (
+        "import gradcheck, sys, os; "
+        "assert 'triton' not in sys.modules and 'kernels' not in sys.modules, sorted(sys.modules); "
+        "assert 'TRITON_INTERPRET' not in os.environ; print('ok')"
+    )
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Hypothesis: a database key and a derandomized sequence per op and dtype
+# ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _profile(**options) -> Iterator[None]:
+    """The active Hypothesis profile with ``options``, restored afterwards."""
+    active = hypothesis.settings.default
+    hypothesis.settings.register_profile("test-engine-temporary", hypothesis.settings(active, **options))
+    hypothesis.settings.load_profile("test-engine-temporary")
+    try:
+        yield
+    finally:
+        hypothesis.settings.register_profile("test-engine-restore", active)
+        hypothesis.settings.load_profile("test-engine-restore")
+
+
+def test_stored_failures_are_keyed_by_op_and_dtype() -> None:
+    """Two ops failing on the same engine code store their examples under distinct keys."""
+    db = InMemoryExampleDatabase()
+    mutant = zoo.make_silu_grad_scaled(True)
+    options = {"reference": zoo.silu_ref, "reference_vjp": zoo.silu_vjp, "dtypes": (torch.float64,), "ulps": 4}
+    with _profile(database=db, derandomize=False, phases=[hypothesis.Phase.generate], max_examples=5):
+        for name in ("op_a", "op_b"):
+            with pytest.raises(gc.VerificationError):
+                gc.verify(mutant, _ONE_TENSOR, name=name, **options)
+    keys = {name: {k for k in db.data if name.encode() in k} for name in ("op_a", "op_b")}
+    assert keys["op_a"] and keys["op_b"], sorted(db.data)
+    assert keys["op_a"].isdisjoint(keys["op_b"])
+    assert all(k.startswith(b"gradcheck.verify[op_a, float64]:") for k in keys["op_a"])
+
+
+def test_derandomized_draws_depend_on_op_and_dtype() -> None:
+    """Under a derandomized profile each op and dtype gets its own (reproducible) sequence of examples."""
+
+    def drawn(name: str, dtype: torch.dtype) -> list[list[float]]:
+        seen: list[list[float]] = []
+
+        def tanh(x: torch.Tensor) -> torch.Tensor:
+            if not x.requires_grad:
+                seen.append(x.tolist())
+            return torch.tanh(x)
+
+        gc.verify(tanh, _ONE_TENSOR, reference=zoo.tanh_ref, dtypes=(dtype,), name=name, ulps=4, backward=False)
+        return seen
+
+    with _profile(derandomize=True, database=None, max_examples=3):
+        first = drawn("op_a", torch.float64)
+        assert first == drawn("op_a", torch.float64), "derandomized: the same sequence every time"
+        assert first != drawn("op_b", torch.float64)
+        assert first != drawn("op_a", torch.float32)

@@ -61,11 +61,25 @@ def test_mutant_is_rejected(case: Case) -> None:
     assert f"check '{error.check}' failed" in str(error)
 
 
+#: Checks every complete example of a zoo twin runs: every case has a reference VJP and a float input.
+_EVERY_EXAMPLE = ("outputs", "forward", "backward", "guards", "zero_grad", "rerun")
+
+
 @pytest.mark.parametrize("case", CASES, ids=_ids)
 def test_twin_passes(case: Case) -> None:
     report = gc.verify(case.twin, case.inputs, name=f"{case.name}_twin", **case.verify_options())
-    assert report.passed
-    assert report.examples() > 0
+    assert report.failures == []
+    for dtype in case.dtypes:
+        cells = {s.check: s for s in report.stats if s.dtype == str(dtype).removeprefix("torch.")}
+        complete = cells["rerun"].examples  # the rerun is an example's last check: it ran all the others
+        assert complete > 0, f"{dtype}: no example ran to the end"
+        for check in _EVERY_EXAMPLE:
+            assert cells[check].examples >= complete and cells[check].skipped == 0, f"{dtype} {check}"
+        # the finite differences: taken or skipped (a kink too close, an empty tensor) on every
+        # complete example, taken on some; the reference's own check wherever the implementation's ran
+        fd = cells["backward_fd"]
+        assert fd.examples + fd.skipped == complete and fd.examples > 0, f"{dtype}: {fd}"
+        assert cells["reference_fd"].examples == fd.examples, f"{dtype}: {cells['reference_fd']}"
 
 
 def test_failure_message_names_op_dtype_layout_and_replay() -> None:

@@ -79,7 +79,7 @@ def test_nan_and_inf_follow_torch(pool):
 def test_all_nan_and_all_minus_inf_windows():
     x = torch.tensor([[[[NAN, NAN, -INF, -INF], [NAN, 1.0, -INF, -INF]]]])
     y, _ = _compare_with_torch(x, 2)
-    assert math.isnan(y[0, 0, 0, 0]) and y[0, 0, 0, 1] == -INF
+    assert math.isnan(y[0, 0, 0, 0].item()) and y[0, 0, 0, 1].item() == -INF
 
 
 def test_windows_of_padding_only():

@@ -204,6 +204,6 @@ def implementation(name: str) -> tuple[Callable[..., Any], torch.device | None]:
             return provider.implementations[name], device
     raise LookupError(
         f"no implementation is registered for {name!r}: pass impl= (any callable with the op's signature), "
-        f"call gradcheck.catalog.register_implementations, or install a package that provides the "
+        f"call gradcheck.ops.register_implementations, or install a package that provides the "
         f"{ENTRY_POINT_GROUP!r} entry point (this project's kernels do: pip install -e .)"
     )
