@@ -19,6 +19,7 @@ import torch
 
 from gradcheck import fd
 from gradcheck import layouts as lay
+from gradcheck import opcheck as oc
 from gradcheck.compare import Comparison, as_tuple, compare, dtype_name, format_index, mismatch_lines, to_numpy
 from gradcheck.config import Config
 from gradcheck.example import Example, place_args, values_of
@@ -37,6 +38,7 @@ __all__ = [
     "check_guards",
     "check_jacobian",
     "check_nondiff",
+    "check_opcheck",
     "check_outputs",
     "check_raises",
     "check_reference_fd",
@@ -116,10 +118,17 @@ def check_raises(cfg: Config, ex: Example, what: str) -> Iterator[None]:
         fail(cfg, ex, "raises", [f"{what} raised {type(e).__name__}: {e}"])
 
 
-def call_impl(cfg: Config, ex: Example, args: Sequence[Any], *, fill: float) -> tuple:
-    """The implementation's outputs on ``args``, its allocations poisoned with ``fill``."""
-    with poisoned(fill), check_raises(cfg, ex, "the implementation"):
-        return as_tuple(cfg.fn(*args))
+def call_impl(cfg: Config, ex: Example, args: Sequence[Any], *, fill: float, record: bool = False) -> tuple:
+    """The implementation's outputs on ``args``, its allocations poisoned with ``fill``. With
+    ``record`` (and ``cfg.opcheck`` on), the first call of each custom op it makes is recorded in
+    ``ex.op_calls`` (replacing an earlier pass's record of the same op)."""
+    recorder = oc.CustomOpRecorder() if record and cfg.opcheck != "off" else contextlib.nullcontext()
+    try:
+        with poisoned(fill), check_raises(cfg, ex, "the implementation"), recorder:
+            return as_tuple(cfg.fn(*args))
+    finally:
+        if isinstance(recorder, oc.CustomOpRecorder):
+            ex.op_calls.update(recorder.calls)
 
 
 def call_backward(
@@ -134,6 +143,70 @@ def call_backward(
     """The implementation's gradients of ``outs`` with respect to ``wrt`` (None where unused)."""
     with poisoned(fill), check_raises(cfg, ex, "the backward"):
         return torch.autograd.grad(list(outs), list(wrt), list(grad_outputs), retain_graph=True, allow_unused=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# opcheck: the registration of the custom ops the implementation calls
+# ---------------------------------------------------------------------------------------------
+
+
+def _opcheck_budget(cfg: Config, ex: Example, name: str) -> bool:
+    """Whether this example opchecks custom op ``name``: the first ``cfg.opcheck_examples``
+    examples of each op do, and every example once the op has failed (so shrinking sees it)."""
+    if name in ex.opcheck_done:
+        return True
+    if name in ex.opcheck_skipped:
+        return False
+    runs = cfg.opcheck_runs.get(name, 0)
+    if cfg.opcheck_examples is not None and runs >= cfg.opcheck_examples and name not in cfg.opcheck_failed:
+        ex.opcheck_skipped.add(name)
+        return False
+    cfg.opcheck_runs[name] = runs + 1
+    ex.opcheck_done[name] = set()
+    return True
+
+
+def check_opcheck(cfg: Config, ex: Example, *, tests: Sequence[str], final: bool) -> None:
+    """Check 'opcheck': ``torch.library.opcheck``'s ``tests`` on each custom op recorded in
+    ``ex.op_calls``, on fresh copies of the arguments it was called with; with ``final``, also
+    every test of :data:`gradcheck.opcheck.TESTS` not yet run on an op in this example. Nothing
+    (no statistics) when the implementation called no custom op or ``cfg.opcheck`` is "off"."""
+    if cfg.opcheck == "off" or not ex.op_calls:
+        return
+    with timed(cfg, ex, "opcheck"):
+        ran = skipped = False
+        for name, call in ex.op_calls.items():
+            if not _opcheck_budget(cfg, ex, name):
+                skipped = True
+                continue
+            done = ex.opcheck_done[name]
+            todo = [t for t in oc.TESTS if t not in done and (t in tests or final)]
+            done.update(todo)
+            ran = ran or bool(todo)
+            for test, e in oc.run_tests(call, todo):
+                cfg.opcheck_failed.add(name)
+                message = str(e).strip().splitlines() or [""]
+                if len(message) > 12:
+                    message = [*message[:12], f"... ({len(message) - 12} more lines)"]
+                what = f"opcheck's {test}" if test != "opcheck" else "torch.library.opcheck itself"
+                fail(
+                    cfg,
+                    ex,
+                    "opcheck",
+                    [
+                        f"custom op {name}: {what} failed: {type(e).__name__}: {message[0]}",
+                        *("  " + ln for ln in message[1:]),
+                        f"called with {oc.describe_call(call)}",
+                        f"replay: torch.library.opcheck({oc.op_expression(call.op)}, args, kwargs, "
+                        f"test_utils={test!r}) on these arguments",
+                    ],
+                    op=name,
+                    test=test,
+                    exception=f"{type(e).__name__}: {e}",
+                )
+        if not ex.opcheck_counted and (ran or skipped):
+            ex.opcheck_counted = True
+            record(cfg, ex, "opcheck", skipped=not ran)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -545,7 +618,7 @@ def _impl_jacobian(
     row = 0
     for j, size in zip(ex.float_outs, out_sizes, strict=True):
         for flat in range(size):
-            gs = [torch.zeros_like(outs[k]) for k in ex.float_outs]
+            gs = [torch.zeros_like(outs[k], memory_format=torch.contiguous_format) for k in ex.float_outs]
             gs[ex.float_outs.index(j)].view(-1)[flat] = 1
             grads = call_backward(cfg, ex, [outs[k] for k in ex.float_outs], [inputs[i] for i in ex.diff], gs, fill=NAN)
             if j_terms is not None:  # the op's own sum of |terms| for this row's VJP

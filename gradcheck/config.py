@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,12 @@ class Config:
     f64_impl: bool = False  # finite differences of the implementation itself at float64
     terms: Callable[..., Any] | None = None  # sum of |terms| of the forward, per output element
     vjp_terms: Callable[..., Any] | None = None  # sum of |terms| of the VJP, per input element
+    opcheck: str = "off"  # torch.library.opcheck on the custom ops fn calls: "auto" (when it calls one) or "off"
+    opcheck_examples: int | None = None  # opcheck only the first N examples of each custom op (None: all)
+    # the budget's state, per custom op: examples opcheck'ed so far, and the ops that failed (those
+    # are always opcheck'ed from then on, so that Hypothesis' shrinking and replay see the failure)
+    opcheck_runs: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
+    opcheck_failed: set[str] = field(default_factory=set, compare=False, repr=False)
 
     @property
     def dname(self) -> str:

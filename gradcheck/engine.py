@@ -5,11 +5,15 @@ backward with the NumPy float64 reference, ties the backward to finite differenc
 forward along a signed random direction (full Jacobian for small inputs), checks the reference
 VJP against its own forward, then side checks: guard bands, unchanged inputs, output metadata,
 zero grad_output, and a rerun on fresh copies with a different poison (:func:`run_example`).
+When ``fn`` calls (or is) a ``torch.library`` custom op, ``torch.library.opcheck``'s tests run on
+each op with the arguments of the example's calls (:mod:`gradcheck.opcheck`): its schema and
+fake-kernel tests right after the first call, before the forward is judged; its autograd tests
+on the call with inputs requiring grad, before the backward runs.
 
 The pieces: :mod:`gradcheck.config` (what is verified, at one dtype), :mod:`gradcheck.example`
 (one example's state), :mod:`gradcheck.checks` (one function per check), :mod:`gradcheck.fd`
 (finite differences), :mod:`gradcheck.compare` (elementwise comparison), :mod:`gradcheck.hooks`
-(default device, poisoned allocation).
+(default device, poisoned allocation), :mod:`gradcheck.opcheck` (custom-op calls and opcheck).
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ from hypothesis import strategies as st
 from hypothesis.database import ExampleDatabase
 from hypothesis.errors import FlakyFailure
 
-from gradcheck import checks, fd
+from gradcheck import checks, fd, profiles
 from gradcheck import layouts as lay
+from gradcheck import opcheck as oc
 from gradcheck.compare import as_tuple
 from gradcheck.config import Config
 from gradcheck.example import Example, describe, draw_grad_output, place_args, prepare_args, values_of
@@ -77,7 +82,10 @@ def run_example(cfg: Config, report: Report, drawn: Any, data: st.DataObject) ->
     placed = place_args(cfg, ex, diff=None, sentinel=False)
     ex.context = describe(ex, placed)
     with checks.timed(cfg, ex, "forward"):
-        ex.outs = checks.call_impl(cfg, ex, values_of(placed), fill=NAN)
+        ex.outs = checks.call_impl(cfg, ex, values_of(placed), fill=NAN, record=True)
+    # the custom ops' registrations first: a schema that hides a mutation, a wrong fake kernel
+    # explain what the forward's checks would see
+    checks.check_opcheck(cfg, ex, tests=oc.FORWARD_TESTS, final=False)
     if ex.ref_out is None:
         ex.ref_out = cfg.forward64(ex.arrays)  # no reference: the implementation at float64 stands in
     ex.float_outs = checks.check_outputs(cfg, ex)
@@ -87,13 +95,17 @@ def run_example(cfg: Config, report: Report, drawn: Any, data: st.DataObject) ->
     if cfg.backward and ex.float_outs:
         _draw_backward_inputs(cfg, ex, data)
     if not ex.diff:
+        checks.check_opcheck(cfg, ex, tests=oc.AUTOGRAD_TESTS, final=True)
         checks.check_rerun(cfg, ex)
         return
 
     # pass 1 again, now with the differentiable inputs requiring grad
     placed = place_args(cfg, ex, diff=ex.diff, sentinel=False)
     with checks.timed(cfg, ex, "backward"):
-        ex.outs = checks.call_impl(cfg, ex, values_of(placed), fill=NAN)
+        ex.outs = checks.call_impl(cfg, ex, values_of(placed), fill=NAN, record=True)
+    # opcheck's autograd tests on the calls with inputs requiring grad, before the backward runs:
+    # a missing autograd formula is a registration bug, not a crash of the backward
+    checks.check_opcheck(cfg, ex, tests=oc.AUTOGRAD_TESTS, final=True)
     for j in ex.float_outs:
         ex.g_layouts[j] = data.draw(lay.layouts(ex.g_seen[j].dim()), label=f"layout of grad_output{j}")
     g_placed = {
@@ -225,6 +237,8 @@ def verify(
     device: torch.device | str | None = None,
     terms: Callable[..., Any] | None = None,
     vjp_terms: Callable[..., Any] | None = None,
+    opcheck: str = "auto",
+    opcheck_examples: int | str | None = "profile",
 ) -> Report:
     """Verify ``fn`` forward and backward on inputs drawn from ``inputs``, at each of ``dtypes``.
 
@@ -243,6 +257,15 @@ def verify(
     are placed; default :func:`gradcheck.hooks.default_device` (the current CUDA device when
     there is one, else the CPU).
 
+    ``opcheck="auto"`` (the default) runs ``torch.library.opcheck``'s tests on every registered
+    ``torch.library`` custom op ``fn`` calls (or is), on each example, with the arguments it
+    called it with (their layout and dtype; ``requires_grad`` on the call with differentiable
+    inputs): check 'opcheck'. "off" never does; a function that calls no custom op is not
+    affected either way. ``opcheck_examples=N`` opchecks only the first N examples of each custom
+    op at each dtype (None: every example); an op that failed is opchecked on every example after.
+    The default, "profile", takes the bound of the active gradcheck profile
+    (:func:`gradcheck.profiles.opcheck_examples`; every example under any other profile).
+
     Every allocation ``fn`` makes is poisoned while it runs (:func:`gradcheck.hooks.poisoned`:
     torch's deterministic fill, plus the registered poison hooks of custom allocators).
 
@@ -259,9 +282,17 @@ def verify(
     for d in dtypes:
         if not isinstance(d, torch.dtype) or not d.is_floating_point:
             raise TypeError(f"dtypes must be floating torch dtypes, got {d!r}")
+    if opcheck not in ("auto", "off"):
+        raise ValueError(f"opcheck={opcheck!r}; expected 'auto' or 'off'")
+    if opcheck_examples == "profile":
+        opcheck_examples = profiles.opcheck_examples()
+    if opcheck_examples is not None and (
+        not isinstance(opcheck_examples, int) or isinstance(opcheck_examples, bool) or opcheck_examples < 1
+    ):
+        raise ValueError(f"opcheck_examples must be >= 1 or None, got {opcheck_examples!r}")
     if max_examples is not None and max_examples < 1:
         raise ValueError(f"max_examples must be >= 1, got {max_examples}")
-    name = name or getattr(fn, "__name__", None) or type(fn).__name__
+    name = name or getattr(fn, "__name__", None) or getattr(fn, "_qualname", None) or type(fn).__name__
     dev = torch.device(device) if device is not None else default_device()
     report = Report(name)
     first_error: VerificationError | None = None
@@ -291,6 +322,8 @@ def verify(
             f64_impl=torch.float64 in dtypes or reference is None,
             terms=terms,
             vjp_terms=vjp_terms,
+            opcheck=opcheck,
+            opcheck_examples=opcheck_examples,
         )
         try:
             hypothesis_test(cfg, report, strategy, max_examples=max_examples)()

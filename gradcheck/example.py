@@ -67,6 +67,10 @@ class Example:
     diff: list[int] = field(default_factory=list)  # positions of the differentiable arguments
     grads: tuple | None = None  # the implementation's gradients for ``diff``
     grad_mags: list[np.ndarray] | None = None  # sum of |terms| per gradient element, where known
+    op_calls: dict[str, Any] = field(default_factory=dict)  # custom op name -> its recorded call (an OpCall)
+    opcheck_done: dict[str, set[str]] = field(default_factory=dict)  # custom op -> opcheck tests run on it
+    opcheck_skipped: set[str] = field(default_factory=set)  # custom ops past their opcheck budget
+    opcheck_counted: bool = False  # the 'opcheck' statistics have this example
 
 
 def _expanded_like(seen: torch.Tensor, drawn: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ import os
 import pytest
 from hypothesis import settings
 
+from gradcheck import profiles
 from gradcheck.profiles import PROFILES
 
 _ASKED = pytest.StashKey[str]()
@@ -38,8 +39,7 @@ def pytest_configure(config: pytest.Config) -> None:
         config.stash[_ASKED] = profile
     examples = config.getoption("--gradcheck-examples", default=None)
     if examples:
-        settings.register_profile("gradcheck-override", settings(settings(), max_examples=examples))
-        settings.load_profile("gradcheck-override")
+        settings.load_profile(profiles.derived(f"{examples}-examples", max_examples=examples))
         config.stash[_ASKED] = f"{config.stash.get(_ASKED, 'active')} with {examples} examples"
 
 

@@ -7,11 +7,23 @@ test run picks one with :func:`load` (``--gradcheck-profile NAME`` or ``GRADCHEC
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
+from typing import Any
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 
-__all__ = ["PROFILES", "default_profile", "load"]
+__all__ = [
+    "OPCHECK_EXAMPLES",
+    "PROFILES",
+    "default_profile",
+    "derived",
+    "load",
+    "opcheck_examples",
+    "overridden",
+    "without_shrinking",
+]
 
 _SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example]
 
@@ -25,6 +37,12 @@ settings.register_profile("gpu", max_examples=100, suppress_health_check=_SLOW_O
 
 PROFILES = ("dev", "ci", "thorough", "gpu")
 
+#: Examples per custom op and dtype that run ``torch.library.opcheck`` under each profile: its
+#: AOT-dispatch test alone costs 3 calls and 2 backwards plus ~0.15 s of tracing per example
+#: (measured on relu under the Triton interpreter: 0.3-0.5 s per example, about 3x the rest of
+#: the verification), so a profile bounds it; under any other profile every example runs it.
+OPCHECK_EXAMPLES: dict[str, int] = {"dev": 3, "ci": 5, "thorough": 100, "gpu": 25}
+
 
 def default_profile() -> str:
     """``GRADCHECK_PROFILE`` if set, else ``ci`` when CI=true, else ``dev``: the choice of this
@@ -35,6 +53,48 @@ def default_profile() -> str:
     return "ci" if os.environ.get("CI", "").lower() in ("1", "true", "yes") else "dev"
 
 
+def opcheck_examples() -> int | None:
+    """The opcheck bound of the active profile (:data:`OPCHECK_EXAMPLES`), None (every example)
+    when the active profile is not one of these (a user's own, Hypothesis' default)."""
+    name = _current_name()
+    return None if name is None else OPCHECK_EXAMPLES.get(name.split("+", 1)[0])
+
+
 def load(name: str) -> None:
     """Load profile ``name`` (one of :data:`PROFILES`, or any profile registered with Hypothesis)."""
     settings.load_profile(name)
+
+
+def derived(name: str, **options: Any) -> str:
+    """Register the active profile with ``options`` changed as ``"<active>+<name>"`` (so the
+    bounds keyed on the active profile's name still apply) and return that name."""
+    base = _current_name() or "default"
+    derived_name = f"{base.split('+', 1)[0]}+{name}"
+    settings.register_profile(derived_name, settings(settings.default, **options))
+    return derived_name
+
+
+@contextlib.contextmanager
+def overridden(**options: Any) -> Iterator[settings]:
+    """The active profile with ``options`` changed (``max_examples=5``, ``phases=...``) while the
+    block runs; the profile that was active comes back afterwards."""
+    active, active_name = settings.default, _current_name()
+    settings.load_profile(derived("overridden", **options))
+    try:
+        yield settings.default
+    finally:
+        if active_name is not None:
+            settings.load_profile(active_name)
+        else:
+            settings.register_profile("gradcheck-restored", active)
+            settings.load_profile("gradcheck-restored")
+
+
+def without_shrinking() -> contextlib.AbstractContextManager[settings]:
+    """The active profile minus Hypothesis's shrink phase while the block runs: for verdicts that
+    the first failing example settles (a known failure, a mutation score)."""
+    return overridden(phases=[p for p in settings.default.phases if p != Phase.shrink])
+
+
+def _current_name() -> str | None:
+    return getattr(settings, "get_current_profile_name", lambda: None)()

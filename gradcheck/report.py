@@ -21,6 +21,8 @@ CHECKS: dict[str, str] = {
     "nondiff": "non-differentiable inputs get no gradient",
     "rerun": "a rerun on fresh copies at new addresses, with different poison, gives the same result",
     "raises": "the implementation runs without raising on a valid input",
+    "opcheck": "torch.library.opcheck's tests on each custom op the implementation calls, with the arguments it "
+    "called it with",
 }
 
 

@@ -22,29 +22,24 @@ sys.path.insert(0, str(ROOT))
 
 
 def _run(name: str, profile: str, twins_only: bool) -> dict:
-    import hypothesis
 
     import gradcheck as gc
-    import gradcheck.profiles
+    from gradcheck import profiles
     from tests.gradcheck.zoo import CASES_BY_NAME
 
-    hypothesis.settings.load_profile(profile)
+    profiles.load(profile)
     case = CASES_BY_NAME[name]
     row: dict = {"case": name, "bug": case.doc, "expected": list(case.expected)}
     if not twins_only:
         # rejection is settled by the first failing example: skip the shrink phase (as test_zoo does)
-        active = hypothesis.settings.default
-        phases = [p for p in active.phases if p != hypothesis.Phase.shrink]
-        hypothesis.settings.register_profile("zoo-score-no-shrink", hypothesis.settings(active, phases=phases))
-        hypothesis.settings.load_profile("zoo-score-no-shrink")
         start = time.perf_counter()
         try:
-            gc.verify(case.mutant, case.inputs, name=f"{name}_mutant", **case.verify_options())
+            with profiles.without_shrinking():
+                gc.verify(case.mutant, case.inputs, name=f"{name}_mutant", **case.verify_options())
             row["mutant"] = {"rejected": False, "check": None}
         except gc.VerificationError as error:
             row["mutant"] = {"rejected": True, "check": error.check, "expected": error.check in case.expected}
         row["mutant"]["seconds"] = round(time.perf_counter() - start, 2)
-        hypothesis.settings.load_profile(profile)
     start = time.perf_counter()
     try:
         report = gc.verify(case.twin, case.inputs, name=f"{name}_twin", **case.verify_options())
@@ -97,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         twin = row["twin"]
         clean += bool(twin["passed"])
         examples = ", ".join(f"{k} {v}" for k, v in twin.get("examples", {}).items())
-        table.add_row(row["case"], verdict, "pass" if twin["passed"] else "[red]FAIL[/red]", examples,
-                      f"{twin['seconds']:.1f}")
+        table.add_row(
+            row["case"], verdict, "pass" if twin["passed"] else "[red]FAIL[/red]", examples, f"{twin['seconds']:.1f}"
+        )
     console = Console(width=None if sys.stdout.isatty() else 140)
     console.print(table)
     score = "" if args.twins_only else f"mutants rejected by an expected check: {caught}/{len(rows)}; "

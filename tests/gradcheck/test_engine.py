@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from hypothesis.database import InMemoryExampleDatabase
 
 import gradcheck as gc
-from gradcheck import hooks
+from gradcheck import hooks, profiles
 from gradcheck import layouts as lay
 from gradcheck import strategies as gs
 from gradcheck import tolerances as tl
@@ -661,25 +661,12 @@ def test_import_gradcheck_imports_no_kernels() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _profile(**options) -> Iterator[None]:
-    """The active Hypothesis profile with ``options``, restored afterwards."""
-    active = hypothesis.settings.default
-    hypothesis.settings.register_profile("test-engine-temporary", hypothesis.settings(active, **options))
-    hypothesis.settings.load_profile("test-engine-temporary")
-    try:
-        yield
-    finally:
-        hypothesis.settings.register_profile("test-engine-restore", active)
-        hypothesis.settings.load_profile("test-engine-restore")
-
-
 def test_stored_failures_are_keyed_by_op_and_dtype() -> None:
     """Two ops failing on the same engine code store their examples under distinct keys."""
     db = InMemoryExampleDatabase()
     mutant = zoo.make_silu_grad_scaled(True)
     options = {"reference": zoo.silu_ref, "reference_vjp": zoo.silu_vjp, "dtypes": (torch.float64,), "ulps": 4}
-    with _profile(database=db, derandomize=False, phases=[hypothesis.Phase.generate], max_examples=5):
+    with profiles.overridden(database=db, derandomize=False, phases=[hypothesis.Phase.generate], max_examples=5):
         for name in ("op_a", "op_b"):
             with pytest.raises(gc.VerificationError):
                 gc.verify(mutant, _ONE_TENSOR, name=name, **options)
@@ -703,7 +690,7 @@ def test_derandomized_draws_depend_on_op_and_dtype() -> None:
         gc.verify(tanh, _ONE_TENSOR, reference=zoo.tanh_ref, dtypes=(dtype,), name=name, ulps=4, backward=False)
         return seen
 
-    with _profile(derandomize=True, database=None, max_examples=3):
+    with profiles.overridden(derandomize=True, database=None, max_examples=3):
         first = drawn("op_a", torch.float64)
         assert first == drawn("op_a", torch.float64), "derandomized: the same sequence every time"
         assert first != drawn("op_b", torch.float64)

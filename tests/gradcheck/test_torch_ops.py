@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 import gradcheck as gc
+from gradcheck import profiles
 from gradcheck.ops import ALL_FLOATS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -65,19 +66,6 @@ KNOWN_FAILURES.update(
 ISOLATED = {"max_pool2d"}
 
 
-@contextlib.contextmanager
-def _no_shrink():
-    active = hypothesis.settings()
-    phases = [p for p in active.phases if p != hypothesis.Phase.shrink]
-    hypothesis.settings.register_profile("torch-ops-no-shrink", hypothesis.settings(active, phases=phases))
-    hypothesis.settings.load_profile("torch-ops-no-shrink")
-    try:
-        yield
-    finally:
-        hypothesis.settings.register_profile("torch-ops-restore", active)
-        hypothesis.settings.load_profile("torch-ops-restore")
-
-
 CASES = [
     pytest.param(
         name,
@@ -106,7 +94,7 @@ def test_torch_op_passes_the_catalog_battery(name: str, dtype: torch.dtype) -> N
         return
     spec = gc.catalog()[name]
     expected_to_fail = (name, _id(dtype)) in KNOWN_FAILURES
-    with _no_shrink() if expected_to_fail else contextlib.nullcontext():
+    with profiles.without_shrinking() if expected_to_fail else contextlib.nullcontext():
         report = gc.verify_op(name, impl=spec.torch_fn, dtypes=[dtype])
     assert report.failures == []
     assert report.stat(_id(dtype), "forward").examples > 0

@@ -13,9 +13,9 @@ import os
 from collections.abc import Iterator
 
 import pytest
-from hypothesis import Phase, settings
 
 import gradcheck as gc
+from gradcheck import profiles
 from gradcheck.report import CHECKS
 from tests.gradcheck.zoo import CASES, CASES_BY_NAME, Case
 
@@ -23,17 +23,11 @@ from tests.gradcheck.zoo import CASES, CASES_BY_NAME, Case
 @pytest.fixture
 def without_shrinking() -> Iterator[None]:
     """The active profile minus the shrink phase, restored afterwards."""
-    active = settings.default
     if os.environ.get("GRADCHECK_ZOO_SHRINK", "") in ("1", "true", "yes"):
         yield
         return
-    settings.register_profile("zoo-no-shrink", settings(active, phases=[p for p in active.phases if p != Phase.shrink]))
-    settings.load_profile("zoo-no-shrink")
-    try:
+    with profiles.without_shrinking():
         yield
-    finally:
-        settings.register_profile("zoo-restore", active)
-        settings.load_profile("zoo-restore")
 
 
 def _ids(case: Case) -> str:
