@@ -1,5 +1,6 @@
-"""Triton kernels for the core tensor ops of the PyTorch 60-minute blitz, each a
-``torch.autograd.Function`` with forward and backward in Triton.
+"""Triton kernels for the core tensor ops of the PyTorch 60-minute blitz, each a ``torch.library``
+custom op (``torch.ops.blitz.<name>``: schema, fake implementation, autograd registration whose
+backward is a custom op too) with forward and backward in Triton.
 
 One op family per module: ``cat``, ``conv``, ``cross_entropy``, ``elementwise``, ``matmul``,
 ``mse``, ``pool``, ``reduction``, ``relu``, ``softmax``; ``optim`` (SGD) and ``nn`` (torch.nn

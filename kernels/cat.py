@@ -9,9 +9,10 @@ import triton
 import triton.language as tl
 
 from kernels import _runtime as rt
+from kernels._library import custom_op
 from kernels._strided import collapse, int64_indexing, strided_offsets
 
-__all__ = ["CatFunction", "ContiguousFunction", "cat", "contiguous", "copy_into"]
+__all__ = ["cat", "cat_op", "contiguous", "contiguous_op", "copy_into"]
 
 #: Elements per program; the first config is the interpreter's (it runs that one alone: few, big
 #: programs). A copy reaches bandwidth on a GPU anywhere in 1024-8192; the timing picks.
@@ -87,18 +88,24 @@ def copy_into(dst: torch.Tensor, src: torch.Tensor) -> None:
     )  # fmt: skip
 
 
-class ContiguousFunction(torch.autograd.Function):
-    """A contiguous copy; its gradient is grad_output itself."""
+@custom_op("contiguous")
+def contiguous_op(input: torch.Tensor) -> torch.Tensor:
+    """A contiguous copy of ``input`` (always a copy: a custom op's output never aliases its input)."""
+    out = rt.empty_like(input)
+    copy_into(out, input)
+    return out
 
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        out = rt.empty_like(x)
-        copy_into(out, x)
-        return out
 
-    @staticmethod
-    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
-        return g
+@contiguous_op.register_fake
+def _(input):
+    return input.new_empty(input.shape)
+
+
+def _contiguous_backward(ctx, g: torch.Tensor) -> torch.Tensor:
+    return g  # a copy's gradient is grad_output itself
+
+
+contiguous_op.register_autograd(_contiguous_backward)
 
 
 def contiguous(x: torch.Tensor) -> torch.Tensor:
@@ -106,7 +113,7 @@ def contiguous(x: torch.Tensor) -> torch.Tensor:
     read at ``x``'s strides, write in order). For the places where a dense copy is really what the
     next kernel wants; elementwise kernels here read any strides directly."""
     rt.check_float(x, "input")
-    return x if x.is_contiguous() else ContiguousFunction.apply(x)
+    return x if x.is_contiguous() else contiguous_op(x)
 
 
 def _check_cat(tensors: Sequence[torch.Tensor], dim: int) -> tuple[list[int], int, list[int]]:
@@ -142,35 +149,60 @@ def _check_cat(tensors: Sequence[torch.Tensor], dim: int) -> tuple[list[int], in
     return shape, d, used
 
 
-class CatFunction(torch.autograd.Function):
-    """cat of ``tensors[i]`` for i in ``used`` along the non-negative dim ``d`` into a result of
-    ``shape`` (what ``cat`` checked and computed); each gradient is a slice of grad_output."""
+def _plan_cat(tensors: Sequence[torch.Tensor], d: int) -> tuple[list[int], list[int]]:
+    """(output shape, positions of the tensors taking part) of a cat along the non-negative ``d``
+    of tensors ``_check_cat`` accepted: 1-d empty tensors are skipped when others have more dims."""
+    used = [i for i, t in enumerate(tensors) if not (t.dim() == 1 and t.shape[0] == 0)] or [0]
+    shape = list(tensors[used[0]].shape)
+    shape[d] = sum(tensors[i].shape[d] for i in used)
+    return shape, used
 
-    @staticmethod
-    def forward(ctx, shape: list[int], d: int, used: list[int], *tensors: torch.Tensor) -> torch.Tensor:
-        out = rt.empty(shape, dtype=tensors[0].dtype, device=tensors[0].device)
-        offset = 0
-        spans = []
-        for i in used:
-            size = tensors[i].shape[d]
-            copy_into(out.narrow(d, offset, size), tensors[i])
-            spans.append((i, offset, size))
-            offset += size
-        ctx.d, ctx.spans, ctx.shapes = d, spans, [t.shape for t in tensors]
-        return out
 
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):
-        grads: list[torch.Tensor | None] = [None] * len(ctx.shapes)
-        for i, offset, size in ctx.spans:
-            grads[i] = g.narrow(ctx.d, offset, size)  # a view, as torch's
-        for i, shape in enumerate(ctx.shapes):
-            if grads[i] is None:  # a skipped (0,)-shaped tensor
-                grads[i] = rt.empty(shape, dtype=g.dtype, device=g.device)
-        return None, None, None, *grads
+@custom_op("cat")
+def cat_op(tensors: list[torch.Tensor], dim: int) -> torch.Tensor:
+    """cat of ``tensors`` (as ``cat`` checked them) along the non-negative ``dim``: one strided copy
+    per tensor into its slice of a new contiguous result."""
+    shape, used = _plan_cat(tensors, dim)
+    out = rt.empty(shape, dtype=tensors[0].dtype, device=tensors[0].device)
+    offset = 0
+    for i in used:
+        size = tensors[i].shape[dim]
+        copy_into(out.narrow(dim, offset, size), tensors[i])
+        offset += size
+    return out
+
+
+@cat_op.register_fake
+def _(tensors, dim):
+    shape, _ = _plan_cat(tensors, dim)
+    return tensors[0].new_empty(shape)
+
+
+def _cat_setup_context(ctx, inputs, output) -> None:
+    tensors, dim = inputs
+    _, used = _plan_cat(tensors, dim)
+    ctx.dim, ctx.used, ctx.shapes = dim, used, [t.shape for t in tensors]
+
+
+def _cat_backward(ctx, g: torch.Tensor):
+    """Each gradient is a slice of grad_output (a view, as torch's); a skipped (0,)-shaped tensor
+    gets an empty one."""
+    grads: list[torch.Tensor | None] = [None] * len(ctx.shapes)
+    offset = 0
+    for i in ctx.used:
+        size = ctx.shapes[i][ctx.dim]
+        grads[i] = g.narrow(ctx.dim, offset, size)
+        offset += size
+    for i, shape in enumerate(ctx.shapes):
+        if grads[i] is None:
+            grads[i] = g.new_zeros(shape)
+    return grads, None
+
+
+cat_op.register_autograd(_cat_backward, setup_context=_cat_setup_context)
 
 
 def cat(tensors: Sequence[torch.Tensor], dim: int = 0) -> torch.Tensor:
     """``torch.cat(tensors, dim)``: one strided copy per input into its slice of the result."""
-    shape, d, used = _check_cat(tensors, dim)
-    return CatFunction.apply(shape, d, used, *tensors)
+    _, d, _ = _check_cat(tensors, dim)
+    return cat_op(list(tensors), d)

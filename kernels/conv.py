@@ -9,9 +9,10 @@ import triton
 import triton.language as tl
 
 from kernels import _runtime as rt
+from kernels._library import custom_op
 from kernels._nchw import INT32_MAX, empty_nchw, is_channels_last, needs_int64, pair
 
-__all__ = ["Conv2dFunction", "Conv2dGeometry", "conv2d", "conv2d_output_size"]
+__all__ = ["Conv2dGeometry", "conv2d", "conv2d_output_size"]
 
 # How the GEMMs are laid out (no im2col buffer: every tile of the virtual im2col matrix is gathered
 # from the input as it is needed):
@@ -496,7 +497,12 @@ class Conv2dGeometry:
     """A validated conv2d problem: the input (N, C, H, W), weight, bias and options ``conv2d`` takes;
     raises a clear TypeError or ValueError for anything the kernels cannot run."""
 
-    def __init__(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride, padding, dilation, groups):
+    def __init__(
+        self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, stride, padding, dilation, groups,
+        *, pads: Sequence[int] | None = None,
+    ) -> None:  # fmt: skip
+        """``pads`` (top, bottom, left, right), when given, replaces ``padding`` (what the op's
+        schema carries: an int, a pair or "same" resolved)."""
         rt.check_float(x, "input")
         rt.check_float(w, "weight")
         if b is not None:
@@ -516,7 +522,7 @@ class Conv2dGeometry:
         n, c, h, w_ = x.shape
         oc, cg, kh, kw = w.shape
         self.kernel = (kh, kw)
-        self.pad = _padding(padding, self.kernel, self.stride, self.dilation)
+        self.pad = tuple(pads) if pads is not None else _padding(padding, self.kernel, self.stride, self.dilation)
         if c % groups:
             raise ValueError(f"groups={groups} does not divide the input's {c} channels")
         if oc % groups:
@@ -652,27 +658,98 @@ def _weight_grad(
 # ---------------------------------------------------------------------------------------------
 
 
-class Conv2dFunction(torch.autograd.Function):
-    """conv2d of a 4-D input for the problem ``geo`` that ``conv2d`` validated."""
+def _geometry(x, w, b, stride, padding, dilation, groups) -> Conv2dGeometry:
+    """The geometry of a problem the op's schema carries (``padding`` as (top, bottom, left, right))."""
+    return Conv2dGeometry(x, w, b, tuple(stride), None, tuple(dilation), groups, pads=padding)
 
-    @staticmethod
-    def forward(ctx, x, w, b, geo: Conv2dGeometry):
-        y = _forward(geo, x, w, b)
-        ctx.geo = geo
-        ctx.has_bias = b is not None
-        ctx.save_for_backward(x, w)
-        return y
 
-    @staticmethod
-    def backward(ctx, g):
-        x, w = ctx.saved_tensors
-        geo = ctx.geo
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        dx = _input_grad(geo, g, w, x) if need_x else None
-        dw = db = None
-        if need_w or (need_b and ctx.has_bias):
-            dw, db = _weight_grad(geo, x, g, w, weight=need_w, bias=need_b and ctx.has_bias)
-        return dx, dw, db, None
+@custom_op("conv2d")
+def _conv2d_op(
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor | None,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+) -> torch.Tensor:
+    """conv2d of a 4-D input; ``padding`` is (top, bottom, left, right). The output is laid out as
+    the input (contiguous or channels_last)."""
+    return _forward(_geometry(input, weight, bias, stride, padding, dilation, groups), input, weight, bias)
+
+
+def _empty_like_layout(shape, like: torch.Tensor) -> torch.Tensor:
+    """A fake output of ``shape`` laid out as the kernels lay out outputs like ``like``."""
+    n, c, h, w = shape
+    if is_channels_last(like):
+        return like.new_empty((n, h, w, c)).permute(0, 3, 1, 2)
+    return like.new_empty((n, c, h, w))
+
+
+@_conv2d_op.register_fake
+def _(input, weight, bias, stride, padding, dilation, groups):
+    oh, ow = conv2d_output_size(
+        tuple(input.shape[2:]), tuple(weight.shape[2:]), tuple(stride), tuple(padding), tuple(dilation)
+    )
+    return _empty_like_layout((input.shape[0], weight.shape[0], oh, ow), input)
+
+
+@custom_op("conv2d_backward")
+def _conv2d_backward_op(
+    grad: torch.Tensor,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    groups: int,
+    output_mask: list[bool],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(grad_input laid out as the input, grad_weight laid out as the weight, grad_bias) of
+    ``blitz::conv2d``, each only where ``output_mask`` asks (else an empty placeholder)."""
+    geo = _geometry(input, weight, None, stride, padding, dilation, groups)
+    need_x, need_w, need_b = output_mask
+    dx = _input_grad(geo, grad, weight, input) if need_x else _placeholder(input)
+    dw = db = None
+    if need_w or need_b:
+        dw, db = _weight_grad(geo, input, grad, weight, weight=need_w, bias=need_b)
+    return dx, dw if dw is not None else _placeholder(weight), db if db is not None else _placeholder(weight)
+
+
+@_conv2d_backward_op.register_fake
+def _(grad, input, weight, stride, padding, dilation, groups, output_mask):
+    need_x, need_w, need_b = output_mask
+    return (
+        _empty_like_layout(input.shape, input) if need_x else _placeholder(input),
+        _empty_like_layout(weight.shape, weight) if need_w else _placeholder(weight),
+        weight.new_empty((weight.shape[0],)) if need_b else _placeholder(weight),
+    )
+
+
+def _placeholder(like: torch.Tensor) -> torch.Tensor:
+    """What a backward op returns for a gradient its output_mask did not ask for (a schema cannot
+    return None): an empty tensor, never read."""
+    return like.new_empty((0,))
+
+
+def _conv2d_setup_context(ctx, inputs, output) -> None:
+    x, w, b, stride, padding, dilation, groups = inputs
+    ctx.has_bias = b is not None
+    ctx.options = (stride, padding, dilation, groups)
+    ctx.save_for_backward(x, w)
+
+
+def _conv2d_backward(ctx, grad: torch.Tensor):
+    x, w = ctx.saved_tensors
+    need = [bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1]), bool(ctx.needs_input_grad[2])]
+    need[2] = need[2] and ctx.has_bias
+    if not any(need):
+        return None, None, None, None, None, None, None
+    grads = _conv2d_backward_op(grad, x, w, *ctx.options, need)
+    return *(g if n else None for g, n in zip(grads, need, strict=True)), None, None, None, None
+
+
+_conv2d_op.register_autograd(_conv2d_backward, setup_context=_conv2d_setup_context)
 
 
 def conv2d(
@@ -686,8 +763,10 @@ def conv2d(
 ) -> torch.Tensor:
     """``torch.nn.functional.conv2d`` in Triton: NCHW (contiguous or channels_last, any strides),
     a 3-D input is one unbatched image; forward and backward are implicit GEMMs with fp32
-    accumulation (fp64 for fp64), deterministic."""
+    accumulation (fp64 for fp64), deterministic. Runs ``blitz::conv2d`` once the arguments are
+    checked and normalised (padding as (top, bottom, left, right))."""
     unbatched = isinstance(input, torch.Tensor) and input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
-    y = Conv2dFunction.apply(x, weight, bias, Conv2dGeometry(x, weight, bias, stride, padding, dilation, groups))
+    geo = Conv2dGeometry(x, weight, bias, stride, padding, dilation, groups)
+    y = _conv2d_op(x, weight, bias, list(geo.stride), list(geo.pad), list(geo.dilation), geo.groups)
     return y.squeeze(0) if unbatched else y

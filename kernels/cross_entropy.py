@@ -7,12 +7,13 @@ import triton
 import triton.language as tl
 
 from kernels import _runtime as rt
+from kernels._library import custom_op
 from kernels._reductions import REDUCTIONS, check_reduction, legacy_reduction
 from kernels._strided import strided_offsets
 from kernels._sums import acc_dtype, finish_sum
 from kernels.softmax import TILE, log_top_plus_rest, online_top_rest, pick_blocks, row_layout
 
-__all__ = ["CrossEntropyFunction", "cross_entropy"]
+__all__ = ["cross_entropy", "cross_entropy_backward_op", "cross_entropy_op"]
 
 # Rows (targets) per program of the target pre-pass: 16 KiB of fp32 in flight per program.
 BLOCK = TILE
@@ -303,22 +304,6 @@ def _ce_bwd_kernel(
         tl.store(d_base + (cols + start) * dsc, (grad * scale[:, None]).to(dx_ptr.dtype.element_ty), mask=mask)
 
 
-@triton.jit
-def _scale_kernel(
-    buf_ptr,  # contiguous values scaled in place
-    g_ptr,  # the one factor, in memory
-    n,
-    BLOCK: tl.constexpr,
-):
-    # a factor of exactly 1 (loss.backward() on the loss itself) leaves the buffer alone: no traffic
-    g = tl.load(g_ptr).to(tl.float64 if buf_ptr.dtype.element_ty == tl.float64 else tl.float32)
-    if g != 1.0:
-        offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-        mask = offs < n
-        v = tl.load(buf_ptr + offs, mask=mask).to(g.dtype)
-        tl.store(buf_ptr + offs, (v * g).to(buf_ptr.dtype.element_ty), mask=mask)
-
-
 # ---------------------------------------------------------------------------------------------
 # cross_entropy launchers
 # ---------------------------------------------------------------------------------------------
@@ -414,8 +399,8 @@ class _BadTargetCount:
         return bool(self.host.item() > 0)
 
 
-def _ce_forward(x, target, weight, ignore_index, reduction, label_smoothing, need_grad: bool):
-    """Loss, plus (when ``need_grad``) the gradient for grad_output = 1 (reductions 'mean' and
+def _ce_forward(x, target, weight, ignore_index, reduction, label_smoothing, store_grad: bool):
+    """Loss, plus (when ``store_grad``) the gradient for grad_output = 1 (reductions 'mean' and
     'sum') and the per-row statistics the recomputing backward needs; and the summed target weight."""
     p = _CrossEntropyProblem(x, target, weight, reduction, label_smoothing)
     dev = x.device
@@ -446,10 +431,10 @@ def _ce_forward(x, target, weight, ignore_index, reduction, label_smoothing, nee
     finish_sum(parts, totals)
     check = _BadTargetCount(totals[1:])
 
-    store_grad = need_grad and p.reduce != 0
+    store_grad = store_grad and p.reduce != 0
     loss_rows = rt.empty(p.row_shape, dtype=x.dtype, device=dev) if p.reduce == 0 else None
     grad = rt.empty_like(x) if store_grad else None
-    stats = rt.empty((n_rows, 3), dtype=p.acc_dtype, device=dev) if need_grad else None
+    stats = rt.empty((n_rows, 3), dtype=p.acc_dtype, device=dev)
     layout, blocks = p.layout([x, *([grad] if store_grad else [])], [target])
     x_l, *rest = layout.tensors
     grad_l, target_l = (rest[0], rest[1]) if store_grad else (None, rest[0])
@@ -463,7 +448,7 @@ def _ce_forward(x, target, weight, ignore_index, reduction, label_smoothing, nee
             weight_t,
             totals,
             loss_rows if p.reduce == 0 else partials,
-            stats if stats is not None else totals,
+            stats,
             grad_l if store_grad else x_l,
             n_rows,
             p.n_classes,
@@ -477,7 +462,7 @@ def _ce_forward(x, target, weight, ignore_index, reduction, label_smoothing, nee
             ws,
             **p.flags(),
             STORE_GRAD=store_grad,
-            SAVE_STATS=need_grad,
+            SAVE_STATS=True,
             RANK=1 if layout.flat else 4,
             SINGLE=blocks.single,
             BLOCK_R=blocks.rows,
@@ -541,39 +526,81 @@ def _ce_backward(x, target, weight, ignore_index, reduction, label_smoothing, st
     return dx
 
 
-class CrossEntropyFunction(torch.autograd.Function):
-    """Design: for 'mean' and 'sum' the forward's one read of the logits also writes the gradient
-    for grad_output = 1, and the backward scales it in place; the scaling kernel reads
-    grad_output on the device and skips the pass when it is exactly 1 (loss.backward(), the
-    training case). Forward + backward then moves 2 N C elements, against 3 N C for recomputing
-    the gradient in the backward (read the logits twice, write once); with any other grad_output
-    it moves 4 N C (the stored gradient is read and written again), a third more than recomputing.
-    'none' has a per-row grad_output the forward cannot know, so its backward recomputes from the
-    saved row statistics (shift and log-sum per row: one read, one write), as does a second
-    backward through a retained graph (the stored gradient is spent by the first)."""
+# ---------------------------------------------------------------------------------------------
+# Custom ops (torch.ops.blitz.cross_entropy and its backward ops) and the public API
+# ---------------------------------------------------------------------------------------------
+#
+# Design: the forward reads the logits once and saves per-row statistics (shift and log-sum); the
+# backward recomputes the gradient from them in one pass (read the logits, write the gradient):
+# forward + backward move 3 N C elements. (The autograd.Function this replaced also let the
+# forward write the gradient for grad_output = 1 and scaled it in place in the backward, 2 N C in
+# the loss.backward() case; as a custom op that buffer is an output the backward would mutate,
+# which AOT autograd rejects (opcheck's test_aot_dispatch_dynamic: "Node ... was invalid, but is
+# output"), and an out-of-place scale would move 4 N C.)
 
-    @staticmethod
-    def forward(ctx, x, target, weight, ignore_index, reduction, label_smoothing):
-        need_grad = ctx.needs_input_grad[0]
-        loss, grad, stats, totals = _ce_forward(x, target, weight, ignore_index, reduction, label_smoothing, need_grad)
-        ctx.save_for_backward(x, target, weight, stats, totals)
-        ctx.grad = grad
-        ctx.options = (ignore_index, reduction, label_smoothing)
-        return loss
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, g):
-        x, target, weight, stats, totals = ctx.saved_tensors
-        if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None, None
-        if ctx.grad is not None:
-            dx, ctx.grad = ctx.grad, None
-            if dx.numel():
-                _scale_kernel[(rt.cdiv(dx.numel(), BLOCK),)](dx, g, dx.numel(), BLOCK=BLOCK)
-        else:
-            dx = _ce_backward(x, target, weight, *ctx.options, stats, totals, g)
-        return dx, None, None, None, None, None
+@custom_op("cross_entropy")
+def cross_entropy_op(
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, row_stats, totals) of cross_entropy on arguments ``cross_entropy`` checked: row_stats
+    (rows, 3) and totals (summed target weight, bad-target count), in the accumulation dtype, are
+    what the backward recomputes the gradient from; only the loss is differentiable. An
+    out-of-range target raises IndexError."""
+    loss, _, stats, totals = _ce_forward(input, target, weight, ignore_index, reduction, label_smoothing, False)
+    return loss, stats, totals
+
+
+@cross_entropy_op.register_fake
+def _(input, target, weight, ignore_index, reduction, label_smoothing):
+    acc = acc_dtype(input.dtype)
+    loss = input.new_empty(target.shape if reduction == "none" else ())
+    return loss, input.new_empty((target.numel(), 3), dtype=acc), input.new_empty((2,), dtype=acc)
+
+
+@custom_op("cross_entropy_backward")
+def cross_entropy_backward_op(
+    grad_output: torch.Tensor,
+    input: torch.Tensor,
+    target: torch.Tensor,
+    weight: torch.Tensor | None,
+    row_stats: torch.Tensor,
+    totals: torch.Tensor,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+) -> torch.Tensor:
+    """The input's gradient recomputed from the logits and the forward's row statistics (one pass)."""
+    return _ce_backward(input, target, weight, ignore_index, reduction, label_smoothing, row_stats, totals, grad_output)
+
+
+@cross_entropy_backward_op.register_fake
+def _(grad_output, input, target, weight, row_stats, totals, ignore_index, reduction, label_smoothing):
+    return input.new_empty(input.shape)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, target, weight, ignore_index, reduction, label_smoothing = inputs
+    _, stats, totals = output
+    ctx.mark_non_differentiable(stats, totals)
+    ctx.save_for_backward(x, target, weight, stats, totals)
+    ctx.options = (ignore_index, reduction, label_smoothing)
+
+
+def _ce_autograd_backward(ctx, g, _g_stats, _g_totals):
+    x, target, weight, stats, totals = ctx.saved_tensors
+    dx = None
+    if ctx.needs_input_grad[0]:
+        dx = cross_entropy_backward_op(g, x, target, weight, stats, totals, *ctx.options)
+    return dx, None, None, None, None, None
+
+
+cross_entropy_op.register_autograd(_ce_autograd_backward, setup_context=_setup_context)
 
 
 def cross_entropy(
@@ -591,4 +618,5 @@ def cross_entropy(
     all targets ignored gives NaN for 'mean', as torch. ``weight`` gets no gradient (as in torch)."""
     reduction = legacy_reduction(size_average, reduce, reduction)
     _check_cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing)
-    return CrossEntropyFunction.apply(input, target, weight, ignore_index, reduction, float(label_smoothing))
+    loss, _, _ = cross_entropy_op(input, target, weight, ignore_index, reduction, float(label_smoothing))
+    return loss

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 import triton
@@ -10,6 +11,7 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from kernels import _runtime as rt
+from kernels._library import custom_op
 from kernels._strided import flat_strides, int64_indexing, strided_offsets
 from kernels.reduction import (
     PROLOGUE_DIV,
@@ -22,8 +24,6 @@ from kernels.reduction import (
 )
 
 __all__ = [
-    "BinaryFunction",
-    "UnaryFunction",
     "add",
     "broadcast_shape",
     "div",
@@ -405,24 +405,25 @@ def _reduced_dims(shape: list[int], x_shape: torch.Size) -> list[int]:
     return [d for d in range(len(shape)) if shape[d] != 1 and (d < lead or x_shape[d - lead] == 1)]
 
 
-def _binary_backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    op, shape = ctx.op, ctx.shape
-    a, b = ctx.saved_tensors if op in (_MUL, _DIV) else (None, None)
-    need = ctx.needs_input_grad[:2]
-    dims = [_reduced_dims(shape, s) for s in ctx.input_shapes]
+def _binary_backward(
+    g: torch.Tensor,
+    a: torch.Tensor | None,
+    b: torch.Tensor | None,
+    shapes: tuple[Sequence[int], Sequence[int]],
+    op: int,
+    need: tuple[bool, bool],
+) -> list[torch.Tensor | None]:
+    """Gradients of input and other (shapes ``shapes``, None where not in ``need``), each a new
+    tensor: broadcast inputs get the per-element term summed over their broadcast dims in one
+    pass; mul and div fuse the others in one elementwise pass; add and sub copy (or negate) g."""
+    shape = list(g.shape)
+    dims = [_reduced_dims(shape, s) for s in shapes]
     grads: list[torch.Tensor | None] = [None, None]
-    # grads that need no reduction: one fused elementwise pass (mul, div), or +-g itself
     direct = [need[i] and not dims[i] for i in range(2)]
-    if op in (_ADD, _SUB):
-        # as torch: the gradient of a + b is grad_output itself (a view when size-1 dims differ)
-        if direct[0]:
-            grads[0] = g.reshape(ctx.input_shapes[0])
-        if direct[1]:
-            grads[1] = (g if op == _ADD else _unary_forward(g, _NEG)).reshape(ctx.input_shapes[1])
-    elif any(direct):
+    if op in (_MUL, _DIV) and any(direct):
         n = g.numel()
-        da = rt.empty(ctx.input_shapes[0], dtype=g.dtype, device=g.device) if direct[0] else None
-        db = rt.empty(ctx.input_shapes[1], dtype=g.dtype, device=g.device) if direct[1] else None
+        da = rt.empty(shapes[0], dtype=g.dtype, device=g.device) if direct[0] else None
+        db = rt.empty(shapes[1], dtype=g.dtype, device=g.device) if direct[1] else None
         if n:
             sizes, (g_s, a_s, b_s), rank, (gg, aa, bb) = _layout(shape, g, a, b)
             _binary_bwd_kernel[_grid(n)](
@@ -431,12 +432,13 @@ def _binary_backward(ctx, g: torch.Tensor) -> tuple[torch.Tensor | None, torch.T
                 OP=op, NEED_A=direct[0], NEED_B=direct[1], RANK=rank, INT64=int64_indexing(gg, aa, bb, n=n),
             )  # fmt: skip
         grads = [da, db]
-    # grads of broadcast inputs: the per-element term summed over the broadcast dims, in one pass
+    # grads of broadcast inputs (and add/sub's copies of +-g): the per-element term summed over
+    # the broadcast dims (none for a copy), in one pass
     for i in range(2):
-        if need[i] and dims[i]:
+        if need[i] and grads[i] is None:
             prologue, operands = _grad_terms(op, i, g, a, b)
-            grads[i] = reduce_sum(operands, shape, dims[i], ctx.input_shapes[i], prologue=prologue)
-    return grads[0], grads[1]
+            grads[i] = reduce_sum(operands, shape, dims[i], shapes[i], prologue=prologue)
+    return grads
 
 
 def _grad_terms(op: int, i: int, g: torch.Tensor, a: torch.Tensor | None, b: torch.Tensor | None):
@@ -481,8 +483,6 @@ def _unary_forward(x: torch.Tensor, op: int, p: float = 0.0) -> torch.Tensor:
 
 
 def _unary_backward(x: torch.Tensor, g: torch.Tensor, op: int, p: float = 0.0) -> torch.Tensor:
-    if op == _NEG:
-        return _unary_forward(g, _NEG)
     dx = rt.empty_like(x)
     n = x.numel()
     if n == 0:
@@ -497,100 +497,244 @@ def _unary_backward(x: torch.Tensor, g: torch.Tensor, op: int, p: float = 0.0) -
 
 
 # ---------------------------------------------------------------------------------------------
-# Autograd functions and the public API
+# Custom ops (torch.ops.blitz.<name>, <name>_backward) and the public API
 # ---------------------------------------------------------------------------------------------
 
+_BINARY_OPS = {"add": _ADD, "sub": _SUB, "mul": _MUL, "div": _DIV}
+_UNARY_OPS = {"neg": _NEG, "exp": _EXP, "log": _LOG, "sqrt": _SQRT, "sigmoid": _SIGMOID, "tanh": _TANH}
 
-class BinaryFunction(torch.autograd.Function):
-    """a (op) b with broadcasting, ``op`` one of the binary op codes; both inputs differentiable."""
 
-    @staticmethod
-    def forward(ctx, a: torch.Tensor, b: torch.Tensor, op: int) -> torch.Tensor:
-        out = _binary_forward(a, b, op)
-        ctx.op, ctx.shape, ctx.input_shapes = op, list(out.shape), (a.shape, b.shape)
-        if op in (_MUL, _DIV):
+@custom_op("binary_backward")
+def binary_backward_op(
+    grad_output: torch.Tensor,
+    input: torch.Tensor | None,
+    other: torch.Tensor | None,
+    input_shape: Sequence[int],
+    other_shape: Sequence[int],
+    op: str,
+    need_input: bool,
+    need_other: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of ``op`` (add, sub, mul, div) with respect to input and other (of their shapes,
+    reduced over broadcast dims); an unneeded one is an empty (0,) tensor. input and other are
+    only read by mul and div."""
+    code = _BINARY_OPS[op]
+    da, db = _binary_backward(grad_output, input, other, (input_shape, other_shape), code, (need_input, need_other))
+    if da is None:
+        da = rt.empty((0,), dtype=grad_output.dtype, device=grad_output.device)
+    if db is None:
+        db = rt.empty((0,), dtype=grad_output.dtype, device=grad_output.device)
+    return da, db
+
+
+@binary_backward_op.register_fake
+def _(grad_output, input, other, input_shape, other_shape, op, need_input, need_other):
+    return (
+        grad_output.new_empty(input_shape if need_input else (0,)),
+        grad_output.new_empty(other_shape if need_other else (0,)),
+    )
+
+
+def _make_binary(name: str, doc: str):
+    code = _BINARY_OPS[name]
+
+    def forward(input: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+        return _binary_forward(input, other, code)
+
+    forward.__name__ = forward.__qualname__ = f"{name}_op"
+    forward.__doc__ = doc
+    op = custom_op(name)(forward)
+
+    @op.register_fake
+    def _(input, other):
+        shape = torch.broadcast_shapes(input.shape, other.shape)
+        return input.new_empty(shape)
+
+    def setup_context(ctx, inputs, output) -> None:
+        a, b = inputs
+        ctx.shapes = (a.shape, b.shape)
+        if code in (_MUL, _DIV):  # add and sub need only the shapes
             ctx.save_for_backward(a, b)
-        return out
 
-    @staticmethod
     def backward(ctx, g: torch.Tensor):
-        da, db = _binary_backward(ctx, g)
-        return da, db, None
+        need = ctx.needs_input_grad[:2]
+        shapes = ctx.shapes
+        a, b = ctx.saved_tensors if code in (_MUL, _DIV) else (None, None)
+        out_shape = list(g.shape)
+        dims = [_reduced_dims(out_shape, s) for s in shapes]
+        grads: list[torch.Tensor | None] = [None, None]
+        if code in (_ADD, _SUB):
+            # as torch: the gradient of a + b is grad_output itself (a view when size-1 dims differ)
+            if need[0] and not dims[0]:
+                grads[0] = g.reshape(shapes[0])
+            if need[1] and not dims[1]:
+                grads[1] = (g if code == _ADD else neg_op(g)).reshape(shapes[1])
+        rest = [need[i] and grads[i] is None for i in range(2)]
+        if any(rest):
+            da, db = binary_backward_op(g, a, b, list(shapes[0]), list(shapes[1]), name, rest[0], rest[1])
+            grads = [da if rest[0] else grads[0], db if rest[1] else grads[1]]
+        return grads[0], grads[1]
+
+    op.register_autograd(backward, setup_context=setup_context)
+    return op
 
 
-class UnaryFunction(torch.autograd.Function):
-    """An elementwise function of one tensor, ``op`` one of the unary op codes (``p``: pow's exponent)."""
+add_op = _make_binary("add", "input + other with broadcasting (same dtype and device, checked by ``add``).")
+sub_op = _make_binary("sub", "input - other with broadcasting.")
+mul_op = _make_binary("mul", "input * other with broadcasting.")
+div_op = _make_binary("div", "input / other (true division, correctly rounded) with broadcasting.")
 
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, op: int, p: float) -> torch.Tensor:
-        ctx.op, ctx.p = op, p
-        if op != _NEG:
-            ctx.save_for_backward(x)
-        return _unary_forward(x, op, p)
 
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):
-        x = ctx.saved_tensors[0] if ctx.op != _NEG else g
-        return _unary_backward(x, g, ctx.op, ctx.p), None, None
+def _unary_setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(inputs[0])
+    ctx.exponent = inputs[1] if len(inputs) > 1 else 0.0
+
+
+@custom_op("neg")
+def neg_op(input: torch.Tensor) -> torch.Tensor:
+    """-input in a new tensor."""
+    return _unary_forward(input, _NEG)
+
+
+@neg_op.register_fake
+def _(input):
+    return input.new_empty(input.shape)
+
+
+def _neg_backward(ctx, g: torch.Tensor) -> torch.Tensor:
+    return neg_op(g)
+
+
+neg_op.register_autograd(_neg_backward)
+
+
+def _make_unary(name: str, doc: str):
+    code = _UNARY_OPS[name]
+
+    def forward(input: torch.Tensor) -> torch.Tensor:
+        return _unary_forward(input, code)
+
+    def backward_impl(input: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
+        return _unary_backward(input, grad_output, code)
+
+    forward.__name__ = forward.__qualname__ = f"{name}_op"
+    forward.__doc__ = doc
+    backward_impl.__name__ = backward_impl.__qualname__ = f"{name}_backward_op"
+    backward_impl.__doc__ = f"grad_input of {name} from its saved input and grad_output."
+    op = custom_op(name)(forward)
+    bwd_op = custom_op(f"{name}_backward")(backward_impl)
+
+    @op.register_fake
+    def _(input):
+        return input.new_empty(input.shape)
+
+    @bwd_op.register_fake
+    def _(input, grad_output):
+        return input.new_empty(input.shape)
+
+    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        return bwd_op(x, g)
+
+    op.register_autograd(backward, setup_context=_unary_setup_context)
+    return op, bwd_op
+
+
+exp_op, exp_backward_op = _make_unary("exp", "exp(input).")
+log_op, log_backward_op = _make_unary("log", "log(input): log(0) = -inf, log of a negative number NaN.")
+sqrt_op, sqrt_backward_op = _make_unary("sqrt", "sqrt(input), correctly rounded; NaN below 0.")
+sigmoid_op, sigmoid_backward_op = _make_unary("sigmoid", "1 / (1 + exp(-input)).")
+tanh_op, tanh_backward_op = _make_unary("tanh", "tanh(input).")
+
+
+@custom_op("pow")
+def pow_op(input: torch.Tensor, exponent: float) -> torch.Tensor:
+    """input ** exponent for a scalar exponent (NaN for a negative base and a non-integer exponent)."""
+    return _unary_forward(input, _POW, exponent)
+
+
+@pow_op.register_fake
+def _(input, exponent):
+    return input.new_empty(input.shape)
+
+
+@custom_op("pow_backward")
+def pow_backward_op(input: torch.Tensor, grad_output: torch.Tensor, exponent: float) -> torch.Tensor:
+    """grad_input of pow: grad_output * exponent * input ** (exponent - 1), 0 for exponent 0."""
+    return _unary_backward(input, grad_output, _POW, exponent)
+
+
+@pow_backward_op.register_fake
+def _(input, grad_output, exponent):
+    return input.new_empty(input.shape)
+
+
+def _pow_backward(ctx, g: torch.Tensor):
+    (x,) = ctx.saved_tensors
+    return pow_backward_op(x, g, ctx.exponent), None
+
+
+pow_op.register_autograd(_pow_backward, setup_context=_unary_setup_context)
 
 
 def add(input: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """``torch.add(input, other)`` with broadcasting."""
     _check_pair(input, other)
-    return BinaryFunction.apply(input, other, _ADD)
+    return add_op(input, other)
 
 
 def sub(input: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """``torch.sub(input, other)`` with broadcasting."""
     _check_pair(input, other)
-    return BinaryFunction.apply(input, other, _SUB)
+    return sub_op(input, other)
 
 
 def mul(input: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """``torch.mul(input, other)`` with broadcasting."""
     _check_pair(input, other)
-    return BinaryFunction.apply(input, other, _MUL)
+    return mul_op(input, other)
 
 
 def div(input: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """``torch.div(input, other)`` (true division, correctly rounded) with broadcasting."""
     _check_pair(input, other)
-    return BinaryFunction.apply(input, other, _DIV)
-
-
-def _unary_op(x: torch.Tensor, op: int, p: float = 0.0) -> torch.Tensor:
-    rt.check_float(x, "input")
-    return UnaryFunction.apply(x, op, p)
+    return div_op(input, other)
 
 
 def neg(input: torch.Tensor) -> torch.Tensor:
     """``torch.neg``."""
-    return _unary_op(input, _NEG)
+    rt.check_float(input, "input")
+    return neg_op(input)
 
 
 def exp(input: torch.Tensor) -> torch.Tensor:
     """``torch.exp``."""
-    return _unary_op(input, _EXP)
+    rt.check_float(input, "input")
+    return exp_op(input)
 
 
 def log(input: torch.Tensor) -> torch.Tensor:
     """``torch.log``: log(0) = -inf, log of a negative number NaN."""
-    return _unary_op(input, _LOG)
+    rt.check_float(input, "input")
+    return log_op(input)
 
 
 def sqrt(input: torch.Tensor) -> torch.Tensor:
     """``torch.sqrt`` (correctly rounded): sqrt of a negative number is NaN."""
-    return _unary_op(input, _SQRT)
+    rt.check_float(input, "input")
+    return sqrt_op(input)
 
 
 def sigmoid(input: torch.Tensor) -> torch.Tensor:
     """``torch.sigmoid``."""
-    return _unary_op(input, _SIGMOID)
+    rt.check_float(input, "input")
+    return sigmoid_op(input)
 
 
 def tanh(input: torch.Tensor) -> torch.Tensor:
     """``torch.tanh``."""
-    return _unary_op(input, _TANH)
+    rt.check_float(input, "input")
+    return tanh_op(input)
 
 
 def pow(input: torch.Tensor, exponent: float) -> torch.Tensor:
@@ -598,4 +742,5 @@ def pow(input: torch.Tensor, exponent: float) -> torch.Tensor:
     exponent gives NaN; the gradient at exponent 0 is 0, as torch's)."""
     if isinstance(exponent, bool) or not isinstance(exponent, int | float):
         raise TypeError(f"exponent must be a Python number, got {type(exponent).__name__}")
-    return _unary_op(input, _POW, float(exponent))
+    rt.check_float(input, "input")
+    return pow_op(input, float(exponent))

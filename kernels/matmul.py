@@ -7,9 +7,10 @@ import triton
 import triton.language as tl
 
 from kernels import _runtime as rt
+from kernels._library import custom_op
 from kernels._strided import collapse
 
-__all__ = ["LinearFunction", "MatmulFunction", "linear", "linear_relu", "matmul"]
+__all__ = ["linear", "linear_relu", "matmul"]
 
 # tl.dot on fp64 operands (fp64 accumulation) compiles from triton 3.5 on (triton-lang/triton#7310)
 # and always runs in the interpreter; older compilers take the broadcast-multiply-sum fallback.
@@ -325,7 +326,14 @@ def _check_matmul(a: torch.Tensor, b: torch.Tensor) -> int:
     bb = b.shape[0] if b.dim() == 3 else 1
     if ba != bb and 1 not in (ba, bb):
         raise ValueError(f"matmul batch sizes do not broadcast: input {tuple(a.shape)}, other {tuple(b.shape)}")
-    return max(ba, bb)
+    return _batch_size(a, b)
+
+
+def _batch_size(a: torch.Tensor, b: torch.Tensor) -> int:
+    """The broadcast batch size of two checked matmul operands (1 for 2-D @ 2-D)."""
+    ba = a.shape[0] if a.dim() == 3 else 1
+    bb = b.shape[0] if b.dim() == 3 else 1
+    return bb if ba == 1 else ba
 
 
 def _grad_view(grad: torch.Tensor) -> torch.Tensor:
@@ -334,38 +342,78 @@ def _grad_view(grad: torch.Tensor) -> torch.Tensor:
     return grad.unsqueeze(0) if grad.dim() == 2 else grad
 
 
-class MatmulFunction(torch.autograd.Function):
-    """a @ b for operands ``matmul`` checked, ``batch`` their broadcast batch size (1 for 2-D @ 2-D)."""
+def _placeholder(like: torch.Tensor) -> torch.Tensor:
+    """What a backward op returns for a gradient its output_mask did not ask for (a schema cannot
+    return None): an empty tensor, never read."""
+    return like.new_empty((0,))
 
-    @staticmethod
-    def forward(ctx, a: torch.Tensor, b: torch.Tensor, batch: int) -> torch.Tensor:
-        m, n = a.shape[-2], b.shape[-1]
-        three_d = a.dim() == 3 or b.dim() == 3
-        out = rt.empty((batch, m, n) if three_d else (m, n), dtype=a.dtype, device=a.device)
-        _mm(_as_batched(a, batch), _as_batched(b, batch), out.view(batch, m, n))
-        ctx.save_for_backward(a, b)
-        ctx.batch = batch
-        return out
 
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):
-        a, b = ctx.saved_tensors
-        batch = ctx.batch
-        g3 = _as_batched(g, batch)  # (batch, M, N)
-        da = db = None
-        if ctx.needs_input_grad[0]:  # dA = dC @ B^T
-            da = rt.empty_like(a)
-            _mm(g3, _as_batched(b, batch).transpose(1, 2), _grad_view(da))
-        if ctx.needs_input_grad[1]:  # dB = A^T @ dC
-            db = rt.empty_like(b)
-            _mm(_as_batched(a, batch).transpose(1, 2), g3, _grad_view(db))
-        return da, db, None
+@custom_op("matmul")
+def _matmul_op(input: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """input @ other for operands ``matmul`` checked (2-D or 3-D, batches that broadcast)."""
+    batch = _batch_size(input, other)
+    m, n = input.shape[-2], other.shape[-1]
+    three_d = input.dim() == 3 or other.dim() == 3
+    out = rt.empty((batch, m, n) if three_d else (m, n), dtype=input.dtype, device=input.device)
+    _mm(_as_batched(input, batch), _as_batched(other, batch), out.view(batch, m, n))
+    return out
+
+
+@_matmul_op.register_fake
+def _(input: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    m, n = input.shape[-2], other.shape[-1]
+    if input.dim() == 3 or other.dim() == 3:
+        return input.new_empty((_batch_size(input, other), m, n))
+    return input.new_empty((m, n))
+
+
+@custom_op("matmul_backward")
+def _matmul_backward_op(
+    grad: torch.Tensor, input: torch.Tensor, other: torch.Tensor, output_mask: list[bool]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(grad_input, grad_other) of ``blitz::matmul``, each only where ``output_mask`` asks (else an
+    empty placeholder); a gradient of an operand broadcast along the batch is summed over it."""
+    batch = _batch_size(input, other)
+    g3 = _as_batched(grad, batch)  # (batch, M, N)
+    da = db = None
+    if output_mask[0]:  # dA = dC @ B^T
+        da = rt.empty_like(input)
+        _mm(g3, _as_batched(other, batch).transpose(1, 2), _grad_view(da))
+    if output_mask[1]:  # dB = A^T @ dC
+        db = rt.empty_like(other)
+        _mm(_as_batched(input, batch).transpose(1, 2), g3, _grad_view(db))
+    return (da if da is not None else _placeholder(input), db if db is not None else _placeholder(other))
+
+
+@_matmul_backward_op.register_fake
+def _(grad, input, other, output_mask):
+    return (
+        input.new_empty(input.shape) if output_mask[0] else _placeholder(input),
+        other.new_empty(other.shape) if output_mask[1] else _placeholder(other),
+    )
+
+
+def _matmul_setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(*inputs)
+
+
+def _matmul_backward(ctx, grad: torch.Tensor):
+    a, b = ctx.saved_tensors
+    need = [bool(n) for n in ctx.needs_input_grad[:2]]
+    if not any(need):
+        return None, None
+    da, db = _matmul_backward_op(grad, a, b, need)
+    return (da if need[0] else None), (db if need[1] else None)
+
+
+_matmul_op.register_autograd(_matmul_backward, setup_context=_matmul_setup_context)
 
 
 def matmul(input: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
     """``torch.matmul`` in Triton for 2-D and 3-D operands: (M, K) @ (K, N), and batched
     (B, M, K) @ (B, K, N) with either side 2-D or of batch 1 broadcast along the batch."""
-    return MatmulFunction.apply(input, other, _check_matmul(input, other))
+    _check_matmul(input, other)
+    return _matmul_op(input, other)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -411,58 +459,120 @@ def _check_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
         raise ValueError(f"linear bias must have shape ({weight.shape[0]},); got {tuple(bias.shape)}")
 
 
-class LinearFunction(torch.autograd.Function):
+def _linear_forward(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool) -> torch.Tensor:
     """x @ weight.T + bias (then relu when ``relu``) for operands ``linear`` checked."""
+    lead = tuple(x.shape[:-1])
+    y = rt.empty((*lead, weight.shape[0]), dtype=x.dtype, device=x.device)
+    x3, y3 = _rows(lead, x, y)  # (B, M, K), (B, M, N)
+    w3 = weight.t().unsqueeze(0).expand(x3.shape[0], -1, -1)  # (B, K, N), stride 0 along B
+    _mm(x3, w3, y3, bias=bias, relu=relu)
+    return y
 
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, relu: bool) -> torch.Tensor:
-        lead = tuple(x.shape[:-1])
-        n_out = weight.shape[0]
-        y = rt.empty((*lead, n_out), dtype=x.dtype, device=x.device)
-        x3, y3 = _rows(lead, x, y)  # (B, M, K), (B, M, N)
-        w3 = weight.t().unsqueeze(0).expand(x3.shape[0], -1, -1)  # (B, K, N), stride 0 along B
-        _mm(x3, w3, y3, bias=bias, relu=relu)
-        ctx.save_for_backward(x, weight, y if relu else None)
-        return y
 
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):
-        x, weight, y = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        lead = tuple(x.shape[:-1])
-        dx = rt.empty_like(x) if need_x else None
-        # one split of the leading dims into (B, M) rows for every tensor that walks them
-        views = iter(_rows(lead, g, x, *(t for t in (y, dx) if t is not None)))
-        g3, x3 = next(views), next(views)  # (B, M, N), (B, M, K)
-        y3 = next(views) if y is not None else None  # (B, M, N)
-        batch = g3.shape[0]
-        dw = db = None
-        if need_x:  # dx = g' @ W, g' = g masked where the relu output was not positive
-            w3 = weight.unsqueeze(0).expand(batch, -1, -1)  # (B, N, K)
-            _mm(g3, w3, next(views), keep=y3)
-        if need_w or need_b:  # dW = g'^T @ x over every row; db = column sums of g', in the same pass
-            dw = rt.empty_like(weight)
-            db = rt.empty((weight.shape[0],), dtype=weight.dtype, device=weight.device) if need_b else None
-            _mm(
-                g3.transpose(1, 2),
-                x3,
-                dw.unsqueeze(0),
-                keep=y3.transpose(1, 2) if y3 is not None else None,
-                rowsum=db,
-            )
-            if not need_w:
-                dw = None
-        return dx, dw, db, None
+@custom_op("linear")
+def _linear_op(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """input @ weight.T + bias for operands ``linear`` checked."""
+    return _linear_forward(input, weight, bias, relu=False)
+
+
+@custom_op("linear_relu")
+def _linear_relu_op(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """relu(input @ weight.T + bias), the relu in the matmul's epilogue."""
+    return _linear_forward(input, weight, bias, relu=True)
+
+
+def _linear_fake(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    return input.new_empty((*input.shape[:-1], weight.shape[0]))
+
+
+_linear_op.register_fake(_linear_fake)
+_linear_relu_op.register_fake(_linear_fake)
+
+
+@custom_op("linear_backward")
+def _linear_backward_op(
+    grad: torch.Tensor,
+    input: torch.Tensor,
+    weight: torch.Tensor,
+    output: torch.Tensor | None,
+    output_mask: list[bool],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(grad_input, grad_weight, grad_bias) of ``blitz::linear`` (``output`` None) or of
+    ``blitz::linear_relu`` (``output`` its result: the gradient passes where it is positive), each
+    only where ``output_mask`` asks (else an empty placeholder). dW and db come from one pass."""
+    need_x, need_w, need_b = output_mask
+    lead = tuple(input.shape[:-1])
+    dx = rt.empty_like(input) if need_x else None
+    # one split of the leading dims into (B, M) rows for every tensor that walks them
+    views = iter(_rows(lead, grad, input, *(t for t in (output, dx) if t is not None)))
+    g3, x3 = next(views), next(views)  # (B, M, N), (B, M, K)
+    y3 = next(views) if output is not None else None  # (B, M, N)
+    batch = g3.shape[0]
+    dw = db = None
+    if need_x:  # dx = g' @ W, g' = g masked where the relu output was not positive
+        w3 = weight.unsqueeze(0).expand(batch, -1, -1)  # (B, N, K)
+        _mm(g3, w3, next(views), keep=y3)
+    if need_w or need_b:  # dW = g'^T @ x over every row; db = column sums of g', in the same pass
+        dw = rt.empty_like(weight)
+        db = rt.empty((weight.shape[0],), dtype=weight.dtype, device=weight.device) if need_b else None
+        _mm(
+            g3.transpose(1, 2),
+            x3,
+            dw.unsqueeze(0),
+            keep=y3.transpose(1, 2) if y3 is not None else None,
+            rowsum=db,
+        )
+    return (
+        dx if dx is not None else _placeholder(input),
+        dw if need_w else _placeholder(weight),
+        db if db is not None else _placeholder(weight),
+    )
+
+
+@_linear_backward_op.register_fake
+def _(grad, input, weight, output, output_mask):
+    need_x, need_w, need_b = output_mask
+    return (
+        input.new_empty(input.shape) if need_x else _placeholder(input),
+        weight.new_empty(weight.shape) if need_w else _placeholder(weight),
+        weight.new_empty((weight.shape[0],)) if need_b else _placeholder(weight),
+    )
+
+
+def _linear_setup_context(ctx, inputs, output) -> None:
+    x, weight, bias = inputs
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(x, weight)
+
+
+def _linear_relu_setup_context(ctx, inputs, output) -> None:
+    x, weight, bias = inputs
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(x, weight, output)
+
+
+def _linear_backward(ctx, grad: torch.Tensor):
+    x, weight, *rest = ctx.saved_tensors
+    need = [bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1]), bool(ctx.needs_input_grad[2])]
+    need[2] = need[2] and ctx.has_bias
+    if not any(need):
+        return None, None, None
+    grads = _linear_backward_op(grad, x, weight, rest[0] if rest else None, need)
+    return tuple(g if n else None for g, n in zip(grads, need, strict=True))
+
+
+_linear_op.register_autograd(_linear_backward, setup_context=_linear_setup_context)
+_linear_relu_op.register_autograd(_linear_backward, setup_context=_linear_relu_setup_context)
 
 
 def linear(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``torch.nn.functional.linear`` in Triton: input (..., in) @ weight.T (in, out) + bias."""
     _check_linear(input, weight, bias)
-    return LinearFunction.apply(input, weight, bias, False)
+    return _linear_op(input, weight, bias)
 
 
 def linear_relu(input: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """relu(linear(input, weight, bias)) with the relu fused into the matmul's epilogue (and its
     mask into the backward matmuls' operand loads)."""
     _check_linear(input, weight, bias)
-    return LinearFunction.apply(input, weight, bias, True)
+    return _linear_relu_op(input, weight, bias)

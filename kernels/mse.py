@@ -7,12 +7,13 @@ import triton
 import triton.language as tl
 
 from kernels import _runtime as rt
+from kernels._library import custom_op
 from kernels._reductions import REDUCTIONS, check_reduction, legacy_reduction
 from kernels._strided import flat_strides, strided_offsets
 from kernels._sums import acc_dtype, finish_sum
 from kernels.softmax import TILE
 
-__all__ = ["MSELossFunction", "mse_loss"]
+__all__ = ["mse_loss", "mse_loss_backward_op", "mse_loss_op"]
 
 # Elements per program: 16 KiB of fp32 in flight per program.
 BLOCK = TILE
@@ -113,68 +114,109 @@ def _check_mse(x, y, reduction) -> None:
     check_reduction(reduction)
 
 
-class MSELossFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, y, reduction):
-        reduce = REDUCTIONS[reduction]
-        n = x.numel()
-        sizes, (xs, ys), _, (x_l, y_l) = flat_strides(x, y)  # copies only past four uncollapsible dims
-        flat = sizes[0] * sizes[1] * sizes[2] == 1
-        n_programs = rt.cdiv(n, BLOCK)
-        if reduce == 0:
-            out = rt.empty_like(x)
-        else:
-            out = rt.empty((), dtype=x.dtype, device=x.device)
-            partials = rt.empty((n_programs,), dtype=acc_dtype(x.dtype), device=x.device)
-        if n_programs:
-            _mse_fwd_kernel[(n_programs,)](
-                x_l,
-                y_l,
-                out if reduce == 0 else partials,
-                n,
-                *sizes[1:],
-                *xs,
-                *ys,
-                REDUCE=reduce,
-                RANK=1 if flat else 4,
-                BLOCK=BLOCK,
-            )
-        if reduce:
-            finish_sum(partials, out.view(1), den_int=n if reduce == 2 else 1)
-        ctx.save_for_backward(x, y)
-        ctx.reduce = reduce
-        return out
+# ---------------------------------------------------------------------------------------------
+# Custom ops (torch.ops.blitz.mse_loss, mse_loss_backward) and the public API
+# ---------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def backward(ctx, g):
-        x, y = ctx.saved_tensors
-        need_x, need_y = ctx.needs_input_grad[:2]
-        dx = rt.empty_like(x) if need_x else None
-        dy = rt.empty_like(y) if need_y else None
-        n = x.numel()
-        if n:
-            g_scalar = ctx.reduce != 0
-            sizes, strides, _, views = flat_strides(x, y, *([] if g_scalar else [g]))
-            gs = [0, 0, 0, 0] if g_scalar else strides[2]
-            _mse_bwd_kernel[(rt.cdiv(n, BLOCK),)](
-                views[0],
-                views[1],
-                g if g_scalar else views[2],
-                dx if need_x else x,
-                dy if need_y else x,
-                n,
-                n if ctx.reduce == 2 else 1,
-                *sizes[1:],
-                *strides[0],
-                *strides[1],
-                *gs,
-                G_SCALAR=g_scalar,
-                NEED_X=need_x,
-                NEED_Y=need_y,
-                RANK=1 if sizes[0] * sizes[1] * sizes[2] == 1 else 4,
-                BLOCK=BLOCK,
-            )
-        return dx, dy, None
+
+@custom_op("mse_loss")
+def mse_loss_op(input: torch.Tensor, target: torch.Tensor, reduction: str) -> torch.Tensor:
+    """(input - target)^2 elementwise ('none', contiguous) or summed deterministically ('sum',
+    'mean'); input and target of one shape and dtype (``mse_loss`` checks)."""
+    x, y = input, target
+    reduce = REDUCTIONS[reduction]
+    n = x.numel()
+    sizes, (xs, ys), _, (x_l, y_l) = flat_strides(x, y)  # copies only past four uncollapsible dims
+    flat = sizes[0] * sizes[1] * sizes[2] == 1
+    n_programs = rt.cdiv(n, BLOCK)
+    if reduce == 0:
+        out = rt.empty_like(x)
+    else:
+        out = rt.empty((), dtype=x.dtype, device=x.device)
+        partials = rt.empty((n_programs,), dtype=acc_dtype(x.dtype), device=x.device)
+    if n_programs:
+        _mse_fwd_kernel[(n_programs,)](
+            x_l,
+            y_l,
+            out if reduce == 0 else partials,
+            n,
+            *sizes[1:],
+            *xs,
+            *ys,
+            REDUCE=reduce,
+            RANK=1 if flat else 4,
+            BLOCK=BLOCK,
+        )
+    if reduce:
+        finish_sum(partials, out.view(1), den_int=n if reduce == 2 else 1)
+    return out
+
+
+@mse_loss_op.register_fake
+def _(input, target, reduction):
+    return input.new_empty(input.shape if reduction == "none" else ())
+
+
+@custom_op("mse_loss_backward")
+def mse_loss_backward_op(
+    grad_output: torch.Tensor,
+    input: torch.Tensor,
+    target: torch.Tensor,
+    reduction: str,
+    need_input: bool,
+    need_target: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of mse_loss for input and target (2 (x - y) g / den, and its negation); an
+    unneeded one is an empty (0,) tensor."""
+    x, y, g = input, target, grad_output
+    reduce = REDUCTIONS[reduction]
+    dx = rt.empty_like(x) if need_input else rt.empty((0,), dtype=x.dtype, device=x.device)
+    dy = rt.empty_like(y) if need_target else rt.empty((0,), dtype=y.dtype, device=y.device)
+    n = x.numel()
+    if n and (need_input or need_target):
+        g_scalar = reduce != 0
+        sizes, strides, _, views = flat_strides(x, y, *([] if g_scalar else [g]))
+        gs = [0, 0, 0, 0] if g_scalar else strides[2]
+        _mse_bwd_kernel[(rt.cdiv(n, BLOCK),)](
+            views[0],
+            views[1],
+            g if g_scalar else views[2],
+            dx if need_input else x,
+            dy if need_target else x,
+            n,
+            n if reduce == 2 else 1,
+            *sizes[1:],
+            *strides[0],
+            *strides[1],
+            *gs,
+            G_SCALAR=g_scalar,
+            NEED_X=need_input,
+            NEED_Y=need_target,
+            RANK=1 if sizes[0] * sizes[1] * sizes[2] == 1 else 4,
+            BLOCK=BLOCK,
+        )
+    return dx, dy
+
+
+@mse_loss_backward_op.register_fake
+def _(grad_output, input, target, reduction, need_input, need_target):
+    return input.new_empty(input.shape if need_input else (0,)), target.new_empty(target.shape if need_target else (0,))
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    x, y, reduction = inputs
+    ctx.save_for_backward(x, y)
+    ctx.reduction = reduction
+
+
+def _mse_backward(ctx, g: torch.Tensor):
+    x, y = ctx.saved_tensors
+    need_x, need_y = ctx.needs_input_grad[:2]
+    dx, dy = mse_loss_backward_op(g, x, y, ctx.reduction, need_x, need_y)
+    return (dx if need_x else None), (dy if need_y else None), None
+
+
+mse_loss_op.register_autograd(_mse_backward, setup_context=_setup_context)
 
 
 def mse_loss(
@@ -191,4 +233,4 @@ def mse_loss(
         raise NotImplementedError("mse_loss(weight=...) is not supported")
     reduction = legacy_reduction(size_average, reduce, reduction)
     _check_mse(input, target, reduction)
-    return MSELossFunction.apply(input, target, reduction)
+    return mse_loss_op(input, target, reduction)

@@ -9,9 +9,10 @@ import triton
 import triton.language as tl
 
 from kernels import _runtime as rt
+from kernels._library import custom_op
 from kernels._strided import flat_strides, strided_offsets
 
-__all__ = ["SGD", "sgd_step"]
+__all__ = ["SGD", "sgd_step", "sgd_step_"]
 
 # torch.optim.SGD's rule, per parameter p with gradient g (torch/optim/sgd.py, _single_tensor_sgd):
 #
@@ -28,7 +29,7 @@ __all__ = ["SGD", "sgd_step"]
 # being memory-bound (a few flops per 12-20 bytes moved). The hyperparameters reach the kernels as
 # a float64 tensor, not as scalar arguments: Triton passes Python floats as fp32.
 
-#: Elements per program of the functional (strided) update.
+#: Elements per program of the one-parameter (strided) update.
 BLOCK = 1024
 #: Elements of one parameter per program of the fused update; each program walks its chunk in
 #: blocks of CHUNK_BLOCK (the interpreter takes the whole chunk at once: its cost is per operation).
@@ -64,9 +65,8 @@ def _sgd_rule(
 
 @triton.jit
 def _sgd_step_kernel(
-    p_ptr, g_ptr, b_ptr,  # parameter, gradient, buffer: any layouts (strides below); the buffer is read only
-    # with momentum and not on a first step
-    new_p_ptr, new_b_ptr,  # outputs, contiguous (new_b_ptr unwritten without momentum)
+    p_ptr, g_ptr, b_ptr,  # parameter, gradient, buffer: any layouts (strides below), updated in place; the
+    # buffer is read only with momentum and not on a first step, written only with momentum
     hyper_ptr,  # float64 (lr, momentum, dampening, weight_decay)
     n,  # elements
     first,  # 1 on the first step (the buffer starts as d), else 0
@@ -80,7 +80,7 @@ def _sgd_step_kernel(
 ):
     acc_t = tl.float64  # see the module comment: one rounding, on store
     # stores go through fp32 for 16-bit outputs: the interpreter converts fp64 to bf16 wrongly
-    mid_t = tl.float64 if new_p_ptr.dtype.element_ty == tl.float64 else tl.float32
+    mid_t = tl.float64 if p_ptr.dtype.element_ty == tl.float64 else tl.float32
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = offs < n
     if CONTIGUOUS:
@@ -105,9 +105,9 @@ def _sgd_step_kernel(
     new_p, new_b = _sgd_rule(
         p, g, buf, first != 0, lr, momentum, dampening, weight_decay, HAS_MOMENTUM, NESTEROV, MAXIMIZE, HAS_WEIGHT_DECAY
     )
-    tl.store(new_p_ptr + offs, new_p.to(mid_t).to(new_p_ptr.dtype.element_ty), mask=ok)
+    tl.store(p_ptr + p_offs, new_p.to(mid_t).to(p_ptr.dtype.element_ty), mask=ok)
     if HAS_MOMENTUM:
-        tl.store(new_b_ptr + offs, new_b.to(mid_t).to(new_b_ptr.dtype.element_ty), mask=ok)
+        tl.store(b_ptr + b_offs, new_b.to(mid_t).to(b_ptr.dtype.element_ty), mask=ok)
 
 
 @triton.jit
@@ -157,7 +157,7 @@ def _sgd_fused_kernel(
 
 
 # ---------------------------------------------------------------------------------------------
-# Functional form: one parameter, out of place (what the catalog verifies)
+# One parameter: in place (blitz::sgd_step_), and out of place (sgd_step, what the catalog verifies)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -190,6 +190,99 @@ def _hyper_tensor(values: tuple[float, ...], device: torch.device) -> torch.Tens
     return torch.tensor(values, dtype=torch.float64, device=device)
 
 
+@custom_op("sgd_step_", mutates_args=("param", "momentum_buffer"))
+def _sgd_step_op(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    momentum_buffer: torch.Tensor | None,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+    first_step: bool,
+) -> None:
+    """One torch.optim.SGD step of one parameter, in place: ``param`` and (with momentum)
+    ``momentum_buffer`` are overwritten, in their own layouts (any strides, not overlapping).
+    The buffer is read only with momentum and not on the first step; with momentum it is required."""
+    has_momentum = momentum != 0
+    n = param.numel()
+    if n == 0:
+        return
+    buf = momentum_buffer if has_momentum else param
+    sizes, strides, contiguous, _ = flat_strides(param, grad, buf)
+    _sgd_step_kernel[(rt.cdiv(n, BLOCK),)](
+        param, grad, buf, _hyper_tensor((lr, momentum, dampening, weight_decay), param.device), n, int(first_step),
+        *sizes[1:], *strides[0], *strides[1], *strides[2],
+        HAS_MOMENTUM=has_momentum, NESTEROV=nesterov, MAXIMIZE=maximize, HAS_WEIGHT_DECAY=weight_decay != 0,
+        CONTIGUOUS=contiguous, BLOCK=BLOCK, **_NO_FMA,
+    )  # fmt: skip
+
+
+@_sgd_step_op.register_fake
+def _(param, grad, momentum_buffer, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
+    return None
+
+
+def _check_step(param, grad, momentum_buffer, hyper, first_step, *, in_place: bool) -> torch.Tensor | None:
+    """Validate one parameter's step; returns the buffer the step reads (None when it reads none)."""
+    rt.check_float(param, "param")
+    rt.check_float(grad, "grad")
+    if not isinstance(first_step, bool):
+        raise TypeError(f"first_step must be a bool, got {first_step!r}")
+    has_momentum = hyper[1] != 0
+    reads_buffer = has_momentum and not first_step
+    if (reads_buffer or (in_place and has_momentum)) and momentum_buffer is None:
+        when = "first_step=False" if reads_buffer else "the step is in place"
+        raise ValueError(f"momentum_buffer is None, but momentum != 0 and {when}: it must be given")
+    buf = momentum_buffer if (reads_buffer or (in_place and has_momentum)) else None
+    if buf is not None:
+        rt.check_float(buf, "momentum_buffer")
+    rt.check_same_dtype(param=param, grad=grad, momentum_buffer=buf)
+    rt.check_device(param, grad, buf)
+    for name, t in (("grad", grad), ("momentum_buffer", buf)):
+        if t is not None and t.shape != param.shape:
+            raise ValueError(f"{name} has shape {tuple(t.shape)}, but param has shape {tuple(param.shape)}")
+    if in_place:
+        for name, t in (("param", param), ("momentum_buffer", buf)):
+            if t is not None and _overlaps(t):
+                raise ValueError(f"{name} has overlapping memory (stride {t.stride()}): it cannot be updated in place")
+    return buf if reads_buffer else None
+
+
+def _overlaps(t: torch.Tensor) -> bool:
+    """Two elements of ``t`` share memory (a stride 0 on a dim of size > 1, or strides that interleave)."""
+    dims = sorted((st, n) for n, st in zip(t.shape, t.stride(), strict=True) if n > 1)
+    span = 1
+    for st, n in dims:
+        if st < span:
+            return True
+        span = st * (n - 1) + span
+    return False
+
+
+def sgd_step_(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    momentum_buffer: torch.Tensor | None,
+    *,
+    lr: float,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+    nesterov: bool = False,
+    maximize: bool = False,
+    first_step: bool = False,
+) -> None:
+    """One torch.optim.SGD step for one parameter, in place (``blitz::sgd_step_``): updates ``param``
+    and, with momentum, ``momentum_buffer`` (required then; on the first step it is only written)."""
+    hyper = _check_hyper(lr, momentum, dampening, weight_decay, nesterov, maximize)
+    _check_step(param, grad, momentum_buffer, hyper, first_step, in_place=True)
+    buf = momentum_buffer if hyper[1] != 0 else None
+    _sgd_step_op(param, grad, buf, *hyper, nesterov, maximize, first_step)
+
+
 def sgd_step(
     param: torch.Tensor,
     grad: torch.Tensor,
@@ -208,38 +301,16 @@ def sgd_step(
     ``new_buffer`` is None when ``momentum`` is 0 (torch keeps no buffer then). On the first step
     (``first_step``, torch's "no momentum_buffer in the state yet") the buffer starts as the update
     direction and ``momentum_buffer`` is not read (it may be None). Inputs may have any layout;
-    outputs are contiguous."""
+    outputs are contiguous copies that ``blitz::sgd_step_`` then updates in place."""
     hyper = _check_hyper(lr, momentum, dampening, weight_decay, nesterov, maximize)
-    rt.check_float(param, "param")
-    rt.check_float(grad, "grad")
-    if not isinstance(first_step, bool):
-        raise TypeError(f"first_step must be a bool, got {first_step!r}")
-    has_momentum = hyper[1] != 0
-    reads_buffer = has_momentum and not first_step
-    if reads_buffer:
-        if momentum_buffer is None:
-            raise ValueError("momentum_buffer is None, but momentum != 0 and first_step=False: it must be given")
-        rt.check_float(momentum_buffer, "momentum_buffer")
-    buf = momentum_buffer if reads_buffer else None
-    rt.check_same_dtype(param=param, grad=grad, momentum_buffer=buf)
-    rt.check_device(param, grad, buf)
-    for name, t in (("grad", grad), ("momentum_buffer", buf)):
-        if t is not None and t.shape != param.shape:
-            raise ValueError(f"{name} has shape {tuple(t.shape)}, but param has shape {tuple(param.shape)}")
-    new_p = rt.empty_like(param)
-    new_b = rt.empty_like(param) if has_momentum else None
-    n = param.numel()
-    if n == 0:
-        return new_p, new_b
-    operands = (param, grad, buf if buf is not None else param)
-    sizes, strides, contiguous, _ = flat_strides(*operands)
-    _sgd_step_kernel[(rt.cdiv(n, BLOCK),)](
-        param, grad, operands[2], new_p, new_b if new_b is not None else new_p,
-        _hyper_tensor(hyper, param.device), n, int(first_step),
-        *sizes[1:], *strides[0], *strides[1], *strides[2],
-        HAS_MOMENTUM=has_momentum, NESTEROV=nesterov, MAXIMIZE=maximize, HAS_WEIGHT_DECAY=hyper[3] != 0,
-        CONTIGUOUS=contiguous, BLOCK=BLOCK, **_NO_FMA,
-    )  # fmt: skip
+    buf = _check_step(param, grad, momentum_buffer, hyper, first_step, in_place=False)
+    new_p = rt.empty_like(param).copy_(param)
+    new_b = None
+    if hyper[1] != 0:
+        new_b = rt.empty_like(param)
+        if buf is not None:
+            new_b.copy_(buf)
+    _sgd_step_op(new_p, grad, new_b, *hyper, nesterov, maximize, first_step)
     return new_p, new_b
 
 
@@ -345,52 +416,86 @@ class SGD(torch.optim.Optimizer):
         return loss
 
     def _update(self, params: list[torch.Tensor], hyper: tuple[float, ...], group: dict, device: torch.device) -> None:
-        """One fused launch for ``params`` (one device, one dtype)."""
-        has_momentum = hyper[1] != 0
-        rows: list[list[int]] = []
-        chunks: list[int] = []
-        write_back: list[tuple[torch.Tensor, torch.Tensor]] = []
-        keep_alive: list[torch.Tensor] = []
-        for p in params:
-            n = p.numel()
-            if n == 0:
-                continue
-            grad = p.grad
-            target = p
-            buf = None
-            first = 0
-            if has_momentum:
+        """One fused launch (``blitz::sgd_``) for ``params`` (one device, one dtype)."""
+        params = [p for p in params if p.numel()]
+        if not params:
+            return
+        bufs: list[torch.Tensor] = []
+        first: list[bool] = []
+        if hyper[1] != 0:
+            for p in params:
                 state = self.state[p]
                 buf = state.get("momentum_buffer")
+                first.append(buf is None)
                 if buf is None:
                     buf = _empty_as(p) if _dense_order(p) is not None else rt.empty_like(p)
                     state["momentum_buffer"] = buf
-                    first = 1
-            dense = _dense_order(p) is not None and _same_memory_layout(p, grad)
-            dense = dense and (buf is None or _same_memory_layout(p, buf))
-            if not dense:  # walk a dense copy, then copy the results back
-                target = p.contiguous()
-                grad = grad.contiguous()
-                if buf is not None:
-                    dense_buf = buf.contiguous()
-                    write_back.append((buf, dense_buf))
-                    buf = dense_buf
-                write_back.append((p, target))
-                keep_alive += [target, grad]
-            row = len(rows)
-            rows.append([target.data_ptr(), grad.data_ptr(), buf.data_ptr() if buf is not None else 0, n, first])
-            for start in range(0, n, CHUNK):
-                chunks += [row, start]
-        if not rows:
-            return
-        table = torch.tensor([v for r in rows for v in r] + chunks, dtype=torch.int64).to(device, non_blocking=True)
-        n_rows = len(rows) * TABLE_COLUMNS
-        _sgd_fused_kernel[(len(chunks) // 2,)](
-            table[:n_rows], table[n_rows:], params[0], _hyper_tensor(hyper, device),
-            COLUMNS=TABLE_COLUMNS,
-            HAS_MOMENTUM=has_momentum, NESTEROV=bool(group["nesterov"]), MAXIMIZE=bool(group["maximize"]),
-            HAS_WEIGHT_DECAY=hyper[3] != 0, CHUNK=CHUNK, BLOCK=CHUNK_BLOCK, **_NO_FMA,
-        )  # fmt: skip
-        for dst, src in write_back:
-            dst.copy_(src)
-        torch.autograd.graph.increment_version([p for p in params if p.numel()])
+                bufs.append(buf)
+        _sgd_op(
+            params, [p.grad for p in params], bufs, first, *hyper, bool(group["nesterov"]), bool(group["maximize"])
+        )
+
+
+@custom_op("sgd_", mutates_args=("params", "momentum_buffers"))
+def _sgd_op(
+    params: list[torch.Tensor],
+    grads: list[torch.Tensor],
+    momentum_buffers: list[torch.Tensor],
+    first_step: list[bool],
+    lr: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+) -> None:
+    """One torch.optim.SGD step of every parameter in ``params`` (one device, one dtype, gradients
+    of the same shapes), in place and in one launch. With momentum, ``momentum_buffers`` and
+    ``first_step`` (a buffer is only written on its first step) have one entry per parameter;
+    without, both are empty. Parameters whose memory is not dense, or whose gradient or buffer is
+    laid out differently, are updated through dense copies, copied back."""
+    has_momentum = momentum != 0
+    rows: list[list[int]] = []
+    chunks: list[int] = []
+    write_back: list[tuple[torch.Tensor, torch.Tensor]] = []
+    keep_alive: list[torch.Tensor] = []
+    for i, (p, grad) in enumerate(zip(params, grads, strict=True)):
+        n = p.numel()
+        if n == 0:
+            continue
+        target = p
+        buf = momentum_buffers[i] if has_momentum else None
+        dense = _dense_order(p) is not None and _same_memory_layout(p, grad)
+        dense = dense and (buf is None or _same_memory_layout(p, buf))
+        if not dense:  # walk a dense copy, then copy the results back
+            target = p.contiguous()
+            grad = grad.contiguous()
+            if buf is not None:
+                dense_buf = buf.contiguous()
+                write_back.append((buf, dense_buf))
+                buf = dense_buf
+            write_back.append((p, target))
+            keep_alive += [target, grad]
+        row = len(rows)
+        first = int(first_step[i]) if has_momentum else 0
+        rows.append([target.data_ptr(), grad.data_ptr(), buf.data_ptr() if buf is not None else 0, n, first])
+        for start in range(0, n, CHUNK):
+            chunks += [row, start]
+    if not rows:
+        return
+    device = params[0].device
+    table = torch.tensor([v for r in rows for v in r] + chunks, dtype=torch.int64).to(device, non_blocking=True)
+    n_rows = len(rows) * TABLE_COLUMNS
+    _sgd_fused_kernel[(len(chunks) // 2,)](
+        table[:n_rows], table[n_rows:], params[0], _hyper_tensor((lr, momentum, dampening, weight_decay), device),
+        COLUMNS=TABLE_COLUMNS,
+        HAS_MOMENTUM=has_momentum, NESTEROV=nesterov, MAXIMIZE=maximize,
+        HAS_WEIGHT_DECAY=weight_decay != 0, CHUNK=CHUNK, BLOCK=CHUNK_BLOCK, **_NO_FMA,
+    )  # fmt: skip
+    for dst, src in write_back:
+        dst.copy_(src)
+
+
+@_sgd_op.register_fake
+def _(params, grads, momentum_buffers, first_step, lr, momentum, dampening, weight_decay, nesterov, maximize):
+    return None

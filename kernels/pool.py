@@ -9,21 +9,21 @@ import triton
 import triton.language as tl
 
 from kernels import _runtime as rt
+from kernels._library import custom_op
 from kernels._nchw import empty_nchw, is_channels_last, needs_int64, pair
 
-__all__ = ["MaxPool2dFunction", "MaxPool2dGeometry", "max_pool2d", "max_pool2d_output_size"]
+__all__ = ["MaxPool2dGeometry", "max_pool2d", "max_pool2d_output_size"]
 
 # Which element wins a window, exactly as torch (CPU and CUDA kernels alike): the window is scanned
 # in row-major order starting from its first in-bounds element, and an element is taken when it is
 # greater than the best so far or is NaN. So the first of several equal maxima wins, the last NaN
 # wins over everything, and a window of -inf keeps its first in-bounds element.
 #
-# The forward records the winner's position inside its window (kh * KW + kw) in an int8 tensor when
-# the input needs a gradient: 1 byte per output against re-reading the whole input (4 bytes per
-# input element in fp32, KH * KW reads per window) to find the argmax again in the backward. The
-# backward then walks each input element's candidate windows (at most KH * KW, found arithmetically)
-# and sums grad_output where that window's winner is this element: a gather, so no atomics and a
-# fixed summation order.
+# The forward records the winner's flat index h * W + w in its plane (torch's indices: the custom op
+# always returns them, a schema having a fixed number of outputs), against re-reading the whole input
+# to find the argmax again in the backward. The backward then walks each input element's candidate
+# windows (at most KH * KW, found arithmetically) and sums grad_output where that window's winner is
+# this element: a gather, so no atomics and a fixed summation order.
 #
 # Tiles are 2-D: (planes n*c, pixels oh*ow) for NCHW, (pixels n*oh*ow, channels) for channels_last,
 # so the column dim is the contiguous one and index decoding is done per row and per column, not
@@ -80,24 +80,21 @@ def _decode(rows, cols, C, PH, PW, CHANNELS_LAST: tl.constexpr):
     return n, c, ph, pw
 
 
-@rt.autotune(configs=_configs(), key=["R", "S", "KH", "KW", "CHANNELS_LAST", "WRITE_INDICES", "WRITE_TAPS"])
+@rt.autotune(configs=_configs(), key=["R", "S", "KH", "KW", "CHANNELS_LAST"])
 @triton.jit
 def _max_pool_fwd_kernel(
     x_ptr,  # input (N, C, H, W), strides sx*
     y_ptr,  # output (N, C, OH, OW), strides so*
-    idx_ptr,  # int64 indices h * W + w, laid out as the output; written when WRITE_INDICES
-    tap_ptr,  # winner's kh * KW + kw, laid out as the output; written when WRITE_TAPS
+    idx_ptr,  # int64 indices h * W + w, laid out as the output
     R, S,  # tile grid: (N * C, OH * OW), or (N * OH * OW, C) when CHANNELS_LAST
     C, H, W, OH, OW,
     sxn, sxc, sxh, sxw,  # input strides
-    son, soc, soh, sow,  # output strides (shared by y, idx and tap)
+    son, soc, soh, sow,  # output strides (shared by y and idx)
     sh, sw,  # stride
     ph, pw,  # padding
     dh, dw,  # dilation
     KH: tl.constexpr, KW: tl.constexpr,  # kernel size
     CHANNELS_LAST: tl.constexpr,  # tile rows are pixels and columns channels
-    WRITE_INDICES: tl.constexpr,
-    WRITE_TAPS: tl.constexpr,
     INT64: tl.constexpr,  # index in int64 (offsets past 2^31, or the interpreter)
     BLOCK_S: tl.constexpr,  # column block: next power of two of S, at most MAX_BLOCK_S
     BLOCK: tl.constexpr,  # elements per program
@@ -115,7 +112,6 @@ def _max_pool_fwd_kernel(
     x_base = x_ptr + (n * sxn + c * sxc)
     best = tl.full(ok.shape, float("-inf"), acc_t)
     best_idx = h0 * W + w0 + tl.zeros(ok.shape, h0.dtype)
-    best_tap = ((h0 - hstart) // dh) * KW + (w0 - wstart) // dw + tl.zeros(ok.shape, h0.dtype)
     for kh in tl.static_range(KH):
         ih = hstart + kh * dh
         h_ok = (ih >= 0) & (ih < H)
@@ -125,28 +121,22 @@ def _max_pool_fwd_kernel(
             v = tl.load(x_base + ih * sxh + iw * sxw, mask=v_ok, other=float("-inf")).to(acc_t)
             take = v_ok & ((v > best) | (v != v))  # greater, or NaN: torch's rule
             best = tl.where(take, v, best)
-            if WRITE_INDICES:
-                best_idx = tl.where(take, ih * W + iw, best_idx)
-            if WRITE_TAPS:
-                best_tap = tl.where(take, kh * KW + kw, best_tap)
+            best_idx = tl.where(take, ih * W + iw, best_idx)
     o_off = n * son + c * soc + oh * soh + ow * sow
     tl.store(y_ptr + o_off, best.to(y_ptr.dtype.element_ty), mask=ok)
-    if WRITE_INDICES:
-        tl.store(idx_ptr + o_off, best_idx.to(tl.int64), mask=ok)
-    if WRITE_TAPS:
-        tl.store(tap_ptr + o_off, best_tap.to(tap_ptr.dtype.element_ty), mask=ok)
+    tl.store(idx_ptr + o_off, best_idx.to(tl.int64), mask=ok)
 
 
 @rt.autotune(configs=_configs(), key=["R", "S", "KH", "KW", "CHANNELS_LAST"])
 @triton.jit
 def _max_pool_bwd_kernel(
     g_ptr,  # grad_output (N, C, OH, OW), strides sg* (any layout, stride 0 included)
-    tap_ptr,  # the forward's winners, strides st*
+    idx_ptr,  # the forward's winners (flat index h * W + w in the plane), strides st*
     dx_ptr,  # grad_input (N, C, H, W), strides sd*
     R, S,  # tile grid over the input: (N * C, H * W), or (N * H * W, C) when CHANNELS_LAST
     C, H, W, OH, OW,
     sgn, sgc, sgh, sgw,  # grad_output strides
-    stn, stc, sth, stw,  # tap strides
+    stn, stc, sth, stw,  # index strides
     sdn, sdc, sdh, sdw,  # grad_input strides
     sh, sw, ph, pw, dh, dw,  # stride, padding, dilation
     KH: tl.constexpr, KW: tl.constexpr,
@@ -160,7 +150,8 @@ def _max_pool_bwd_kernel(
     ok = r_ok & s_ok
     n, c, ih, iw = _decode(rows, cols, C, H, W, CHANNELS_LAST)
     g_base = g_ptr + (n * sgn + c * sgc)
-    t_base = tap_ptr + (n * stn + c * stc)
+    t_base = idx_ptr + (n * stn + c * stc)
+    here = ih * W + iw  # this element's flat index
     acc = tl.zeros(ok.shape, acc_t)
     for kh in tl.static_range(KH):
         # the window whose tap kh lands on row ih: oh * sh = ih + ph - kh * dh
@@ -171,7 +162,7 @@ def _max_pool_bwd_kernel(
             tw = iw + pw - kw * dw
             ow = tl.maximum(tw, 0) // sw
             w_ok = ok & h_ok & ((tw >= 0) & (ow * sw == tw) & (ow < OW))
-            won = tl.load(t_base + oh * sth + ow * stw, mask=w_ok, other=-1) == kh * KW + kw
+            won = tl.load(t_base + oh * sth + ow * stw, mask=w_ok, other=-1) == here
             gv = tl.load(g_base + oh * sgh + ow * sgw, mask=w_ok & won, other=0.0)
             acc += gv.to(acc_t)
     tl.store(dx_ptr + (n * sdn + c * sdc + ih * sdh + iw * sdw), acc.to(dx_ptr.dtype.element_ty), mask=ok)
@@ -232,72 +223,126 @@ class MaxPool2dGeometry:
             )
         self.n, self.c, self.h, self.w = n, c, h, w
         self.channels_last = is_channels_last(x)
-        # a tap is kh * KW + kw; a window that is all padding records one just past the kernel
-        # (torch's start-from-the-first-in-bounds-element rule), so the bound is (KH + 1) * (KW + 1)
-        taps = (self.kernel[0] + 1) * (self.kernel[1] + 1)
-        self.tap_dtype = torch.int8 if taps <= 127 else torch.int16 if taps <= 32767 else torch.int32
-
-    @property
-    def args(self) -> tuple[int, ...]:
-        return (*self.stride, *self.padding, *self.dilation)
 
 
-def _forward(geo: MaxPool2dGeometry, x: torch.Tensor, indices: bool, taps: bool):
-    oh, ow = geo.out
-    shape = (geo.n, geo.c, oh, ow)
-    cl = geo.channels_last
-    y = empty_nchw(shape, dtype=x.dtype, device=x.device, channels_last=cl)
-    idx = empty_nchw(shape, dtype=torch.int64, device=x.device, channels_last=cl) if indices else None
-    tap = empty_nchw(shape, dtype=geo.tap_dtype, device=x.device, channels_last=cl) if taps else None
+def _forward(
+    x: torch.Tensor, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int],
+    ceil_mode: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:  # fmt: skip
+    """(values, int64 indices) of a checked 4-D input, laid out as the input."""
+    n, c, h, w = x.shape
+    oh, ow = _output_size((h, w), kernel, stride, padding, dilation, ceil_mode)
+    cl = is_channels_last(x)
+    y = empty_nchw((n, c, oh, ow), dtype=x.dtype, device=x.device, channels_last=cl)
+    idx = empty_nchw((n, c, oh, ow), dtype=torch.int64, device=x.device, channels_last=cl)
     if y.numel() == 0:
-        return y, idx, tap
-    r, s = (geo.n * oh * ow, geo.c) if cl else (geo.n * geo.c, oh * ow)
+        return y, idx
+    r, s = (n * oh * ow, c) if cl else (n * c, oh * ow)
     block_s = min(rt.next_pow2(s), MAX_BLOCK_S)
     _max_pool_fwd_kernel[_grid(r, s, block_s)](
-        x, y, idx if indices else y, tap if taps else y,
-        r, s, geo.c, geo.h, geo.w, oh, ow,
-        *x.stride(), *y.stride(), *geo.args,
-        KH=geo.kernel[0], KW=geo.kernel[1], CHANNELS_LAST=cl,
-        WRITE_INDICES=indices, WRITE_TAPS=taps, INT64=needs_int64(x, y), BLOCK_S=block_s,
+        x, y, idx,
+        r, s, c, h, w, oh, ow,
+        *x.stride(), *y.stride(), *stride, *padding, *dilation,
+        KH=kernel[0], KW=kernel[1], CHANNELS_LAST=cl, INT64=needs_int64(x, y), BLOCK_S=block_s,
     )  # fmt: skip
-    return y, idx, tap
+    return y, idx
 
 
-def _backward(geo: MaxPool2dGeometry, g: torch.Tensor, tap: torch.Tensor) -> torch.Tensor:
-    oh, ow = geo.out
-    cl = geo.channels_last
-    dx = empty_nchw((geo.n, geo.c, geo.h, geo.w), dtype=g.dtype, device=g.device, channels_last=cl)
+def _backward(
+    g: torch.Tensor, idx: torch.Tensor, size: Sequence[int], kernel: Sequence[int], stride: Sequence[int],
+    padding: Sequence[int], dilation: Sequence[int], channels_last: bool,
+) -> torch.Tensor:  # fmt: skip
+    """grad_input (N, C, *size), laid out channels_last or contiguous, from grad_output and the indices."""
+    n, c, oh, ow = g.shape
+    h, w = size
+    dx = empty_nchw((n, c, h, w), dtype=g.dtype, device=g.device, channels_last=channels_last)
     if dx.numel() == 0:
         return dx
-    r, s = (geo.n * geo.h * geo.w, geo.c) if cl else (geo.n * geo.c, geo.h * geo.w)
+    r, s = (n * h * w, c) if channels_last else (n * c, h * w)
     block_s = min(rt.next_pow2(s), MAX_BLOCK_S)
     _max_pool_bwd_kernel[_grid(r, s, block_s)](
-        g, tap, dx,
-        r, s, geo.c, geo.h, geo.w, oh, ow,
-        *g.stride(), *tap.stride(), *dx.stride(), *geo.args,
-        KH=geo.kernel[0], KW=geo.kernel[1], CHANNELS_LAST=cl, INT64=needs_int64(g, dx, tap), BLOCK_S=block_s,
+        g, idx, dx,
+        r, s, c, h, w, oh, ow,
+        *g.stride(), *idx.stride(), *dx.stride(), *stride, *padding, *dilation,
+        KH=kernel[0], KW=kernel[1], CHANNELS_LAST=channels_last, INT64=needs_int64(g, dx, idx), BLOCK_S=block_s,
     )  # fmt: skip
     return dx
 
 
-class MaxPool2dFunction(torch.autograd.Function):
-    """max_pool2d of a 4-D input for the problem ``geo`` that ``max_pool2d`` validated."""
+def _output_size(size, kernel, stride, padding, dilation, ceil_mode) -> tuple[int, int]:
+    return tuple(
+        max_pool2d_output_size(*args, ceil_mode) for args in zip(size, kernel, stride, padding, dilation, strict=True)
+    )
 
-    @staticmethod
-    def forward(ctx, x, geo: MaxPool2dGeometry, return_indices: bool):
-        need_grad = ctx.needs_input_grad[0]
-        y, idx, tap = _forward(geo, x, indices=return_indices, taps=need_grad)
-        ctx.geo = geo
-        ctx.save_for_backward(tap)
-        if return_indices:
-            ctx.mark_non_differentiable(idx)
-            return y, idx
-        return y
 
-    @staticmethod
-    def backward(ctx, g, *_):
-        (tap,) = ctx.saved_tensors
-        return _backward(ctx.geo, g, tap), None, None
+def _empty_like_layout(shape, like: torch.Tensor, dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
+    """A fake output of ``shape`` (N, C, H, W) laid out as the kernels lay out theirs."""
+    n, c, h, w = shape
+    if channels_last:
+        return like.new_empty((n, h, w, c), dtype=dtype).permute(0, 3, 1, 2)
+    return like.new_empty((n, c, h, w), dtype=dtype)
+
+
+@custom_op("max_pool2d")
+def _max_pool2d_op(
+    input: torch.Tensor,
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    ceil_mode: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, indices) of a 4-D input ``max_pool2d`` checked (pairs for every option); indices are
+    int64 flat positions h * W + w in the plane, as torch's. Both laid out as the input."""
+    return _forward(input, kernel_size, stride, padding, dilation, ceil_mode)
+
+
+@_max_pool2d_op.register_fake
+def _(input, kernel_size, stride, padding, dilation, ceil_mode):
+    n, c, h, w = input.shape
+    oh, ow = _output_size((h, w), kernel_size, stride, padding, dilation, ceil_mode)
+    cl = is_channels_last(input)
+    return (
+        _empty_like_layout((n, c, oh, ow), input, input.dtype, cl),
+        _empty_like_layout((n, c, oh, ow), input, torch.int64, cl),
+    )
+
+
+@custom_op("max_pool2d_backward")
+def _max_pool2d_backward_op(
+    grad: torch.Tensor,
+    indices: torch.Tensor,
+    input_size: list[int],
+    kernel_size: list[int],
+    stride: list[int],
+    padding: list[int],
+    dilation: list[int],
+    channels_last: bool,
+) -> torch.Tensor:
+    """grad_input of ``blitz::max_pool2d`` for an input of spatial size ``input_size`` (H, W), laid
+    out channels_last or contiguous as ``channels_last`` says: a gather over the windows."""
+    return _backward(grad, indices, input_size, kernel_size, stride, padding, dilation, channels_last)
+
+
+@_max_pool2d_backward_op.register_fake
+def _(grad, indices, input_size, kernel_size, stride, padding, dilation, channels_last):
+    return _empty_like_layout((*grad.shape[:2], *input_size), grad, grad.dtype, channels_last)
+
+
+def _max_pool2d_setup_context(ctx, inputs, output) -> None:
+    x, kernel_size, stride, padding, dilation, _ = inputs
+    ctx.options = (list(x.shape[2:]), kernel_size, stride, padding, dilation, is_channels_last(x))
+    ctx.save_for_backward(output[1])
+
+
+def _max_pool2d_backward(ctx, grad: torch.Tensor, _grad_indices):
+    if not ctx.needs_input_grad[0]:
+        return None, None, None, None, None, None
+    (indices,) = ctx.saved_tensors
+    return _max_pool2d_backward_op(grad, indices, *ctx.options), None, None, None, None, None
+
+
+_max_pool2d_op.register_autograd(_max_pool2d_backward, setup_context=_max_pool2d_setup_context)
 
 
 def max_pool2d(
@@ -311,11 +356,12 @@ def max_pool2d(
 ):
     """``torch.nn.functional.max_pool2d`` in Triton (NCHW, contiguous or channels_last, any strides;
     a 3-D input is one unbatched image). Returns the output, and with ``return_indices`` also the
-    int64 flat index ``h * W + w`` of each window's winner within its plane."""
+    int64 flat index ``h * W + w`` of each window's winner within its plane. Runs
+    ``blitz::max_pool2d`` (which always returns both) once the options are checked and made pairs."""
     unbatched = isinstance(input, torch.Tensor) and input.dim() == 3
     x = input.unsqueeze(0) if unbatched else input
     geo = MaxPool2dGeometry(x, kernel_size, stride, padding, dilation, ceil_mode)
-    out = MaxPool2dFunction.apply(x, geo, bool(return_indices))
-    if not unbatched:
-        return out
-    return (out[0].squeeze(0), out[1].squeeze(0)) if return_indices else out.squeeze(0)
+    y, idx = _max_pool2d_op(x, list(geo.kernel), list(geo.stride), list(geo.padding), list(geo.dilation), ceil_mode)
+    if unbatched:
+        y, idx = y.squeeze(0), idx.squeeze(0)
+    return (y, idx) if return_indices else y

@@ -13,6 +13,7 @@ import triton
 import triton.language as tl
 
 from kernels import _runtime as rt
+from kernels._library import custom_op
 from kernels._strided import collapse, int64_indexing, strided_offsets
 from kernels._sums import acc_dtype
 
@@ -22,9 +23,6 @@ __all__ = [
     "PROLOGUE_MUL",
     "PROLOGUE_NEG",
     "PROLOGUE_NONE",
-    "AmaxFunction",
-    "MaxFunction",
-    "SumFunction",
     "amax",
     "amin",
     "div_rn",
@@ -529,7 +527,7 @@ def _select_backward(
 
 
 # ---------------------------------------------------------------------------------------------
-# Autograd functions and the public API
+# Custom ops (torch.ops.blitz.<name>, <name>_backward) and the public API
 # ---------------------------------------------------------------------------------------------
 
 
@@ -545,56 +543,179 @@ def _grad_view(g: torch.Tensor, shape: Sequence[int], dims: Sequence[int]) -> to
     return g.reshape(keep).expand(tuple(shape))
 
 
-class SumFunction(torch.autograd.Function):
-    """sum (``mean`` False) or mean over ``dims``."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, dims: tuple[int, ...], keepdim: bool, mean: bool) -> torch.Tensor:
-        k = math.prod(x.shape[d] for d in dims)
-        ctx.shape, ctx.dims, ctx.k, ctx.mean = tuple(x.shape), dims, k, mean
-        return reduce_sum([x], x.shape, dims, _out_shape(x.shape, dims, keepdim), divisor=k if mean else None)
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):
-        if ctx.mean:  # g / K once per output element (torch rounds the same way), then broadcast
-            g = reduce_sum([g], g.shape, (), g.shape, divisor=ctx.k)
-        # grad_output broadcast back over the reduced dims: a stride-0 view, as torch's sum backward
-        return _grad_view(g, ctx.shape, ctx.dims), None, None, None
+def _reduced_count(shape: Sequence[int], dims: Sequence[int]):
+    return math.prod(shape[d] for d in dims)
 
 
-class AmaxFunction(torch.autograd.Function):
-    """amax (``negate`` False) or amin over ``dims``; the gradient is split evenly among ties."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, dims: tuple[int, ...], keepdim: bool, negate: bool) -> torch.Tensor:
-        y, counts = _reduce_max(x, dims, _out_shape(x.shape, dims, keepdim), index=False, negate=negate)
-        ctx.save_for_backward(x, y, counts)
-        ctx.dims = dims
-        return y
-
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):
-        x, y, counts = ctx.saved_tensors
-        return _select_backward(x.shape, ctx.dims, x, y, counts, g), None, None, None
+# sum / mean -----------------------------------------------------------------------------------
 
 
-class MaxFunction(torch.autograd.Function):
-    """max (``negate`` False) or min along one dim: values and the int64 index of the first extreme
-    (of the first NaN if any); the gradient goes to that element."""
+@custom_op("sum")
+def sum_op(input: torch.Tensor, dim: Sequence[int], keepdim: bool) -> torch.Tensor:
+    """Sum over the sorted, non-negative, distinct ``dim`` (empty for a 0-d input: a copy), in a new
+    contiguous tensor; accumulated in fp32 (fp64 for fp64)."""
+    return reduce_sum([input], input.shape, dim, _out_shape(input.shape, dim, keepdim))
 
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, dim: int, keepdim: bool, negate: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        dims = (dim,) if x.dim() else ()
-        values, indices = _reduce_max(x, dims, _out_shape(x.shape, dims, keepdim), index=True, negate=negate)
-        ctx.mark_non_differentiable(indices)
-        ctx.save_for_backward(indices)
-        ctx.shape, ctx.dims = tuple(x.shape), dims
-        return values, indices
 
-    @staticmethod
-    def backward(ctx, g: torch.Tensor, _g_indices: torch.Tensor | None):
-        (indices,) = ctx.saved_tensors
-        return _select_backward(ctx.shape, ctx.dims, None, None, indices, g), None, None, None
+@custom_op("mean")
+def mean_op(input: torch.Tensor, dim: Sequence[int], keepdim: bool) -> torch.Tensor:
+    """Mean over ``dim`` (as ``sum_op``); over no elements NaN."""
+    return reduce_sum(
+        [input], input.shape, dim, _out_shape(input.shape, dim, keepdim), divisor=_reduced_count(input.shape, dim)
+    )
+
+
+@sum_op.register_fake
+@mean_op.register_fake
+def _(input, dim, keepdim):
+    return input.new_empty(_out_shape(input.shape, dim, keepdim))
+
+
+@custom_op("mean_backward")
+def mean_backward_op(grad_output: torch.Tensor, count: int) -> torch.Tensor:
+    """grad_output / count, once per output element (torch rounds the same way); the autograd
+    backward broadcasts it over the reduced dims."""
+    return reduce_sum([grad_output], grad_output.shape, (), grad_output.shape, divisor=count)
+
+
+@mean_backward_op.register_fake
+def _(grad_output, count):
+    return grad_output.new_empty(grad_output.shape)
+
+
+def _sum_setup_context(ctx, inputs, output) -> None:
+    x, dim, _ = inputs
+    ctx.shape, ctx.dims = x.shape, dim
+
+
+def _sum_backward(ctx, g: torch.Tensor):
+    # grad_output broadcast back over the reduced dims: a stride-0 view, as torch's sum backward
+    return _grad_view(g, ctx.shape, ctx.dims), None, None
+
+
+def _mean_backward(ctx, g: torch.Tensor):
+    g = mean_backward_op(g, _reduced_count(ctx.shape, ctx.dims))
+    return _grad_view(g, ctx.shape, ctx.dims), None, None
+
+
+sum_op.register_autograd(_sum_backward, setup_context=_sum_setup_context)
+mean_op.register_autograd(_mean_backward, setup_context=_sum_setup_context)
+
+
+# amax / amin ----------------------------------------------------------------------------------
+
+
+@custom_op("amax")
+def amax_op(input: torch.Tensor, dim: Sequence[int], keepdim: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(maximum over ``dim``, int64 count of the elements equal to it): NaN if the slice has one.
+    The counts are what the backward splits the gradient by (not differentiable)."""
+    return _reduce_max(input, dim, _out_shape(input.shape, dim, keepdim), index=False, negate=False)
+
+
+@custom_op("amin")
+def amin_op(input: torch.Tensor, dim: Sequence[int], keepdim: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(minimum over ``dim``, int64 count of the elements equal to it), as ``amax_op``."""
+    return _reduce_max(input, dim, _out_shape(input.shape, dim, keepdim), index=False, negate=True)
+
+
+@amax_op.register_fake
+@amin_op.register_fake
+def _(input, dim, keepdim):
+    shape = _out_shape(input.shape, dim, keepdim)
+    return input.new_empty(shape), input.new_empty(shape, dtype=torch.int64)
+
+
+@custom_op("amax_amin_backward")
+def amax_amin_backward_op(
+    grad_output: torch.Tensor, input: torch.Tensor, result: torch.Tensor, counts: torch.Tensor, dim: Sequence[int]
+) -> torch.Tensor:
+    """grad_input of amax or amin: grad_output / count to every element equal to the result."""
+    return _select_backward(input.shape, dim, input, result, counts, grad_output)
+
+
+@amax_amin_backward_op.register_fake
+def _(grad_output, input, result, counts, dim):
+    return grad_output.new_empty(input.shape)
+
+
+def _amax_setup_context(ctx, inputs, output) -> None:
+    x, dim, _ = inputs
+    y, counts = output
+    ctx.mark_non_differentiable(counts)
+    ctx.save_for_backward(x, y, counts)
+    ctx.dims = dim
+
+
+def _amax_backward(ctx, g: torch.Tensor, _g_counts: torch.Tensor | None):
+    x, y, counts = ctx.saved_tensors
+    return amax_amin_backward_op(g, x, y, counts, ctx.dims), None, None
+
+
+amax_op.register_autograd(_amax_backward, setup_context=_amax_setup_context)
+amin_op.register_autograd(_amax_backward, setup_context=_amax_setup_context)
+
+
+# max / min along a dim ------------------------------------------------------------------------
+
+
+def _one_dim(x_dim: int, dim: int) -> tuple[int, ...]:
+    """max/min's reduced dims: ``dim``, or none for a 0-d input."""
+    return (dim,) if x_dim else ()
+
+
+@custom_op("max")
+def max_op(input: torch.Tensor, dim: int, keepdim: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, int64 indices) of the first maximum along the non-negative ``dim`` (of the first
+    NaN if any)."""
+    dims = _one_dim(input.dim(), dim)
+    return _reduce_max(input, dims, _out_shape(input.shape, dims, keepdim), index=True, negate=False)
+
+
+@custom_op("min")
+def min_op(input: torch.Tensor, dim: int, keepdim: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(values, int64 indices) of the first minimum along ``dim``, as ``max_op``."""
+    dims = _one_dim(input.dim(), dim)
+    return _reduce_max(input, dims, _out_shape(input.shape, dims, keepdim), index=True, negate=True)
+
+
+@max_op.register_fake
+@min_op.register_fake
+def _(input, dim, keepdim):
+    shape = _out_shape(input.shape, _one_dim(input.dim(), dim), keepdim)
+    return input.new_empty(shape), input.new_empty(shape, dtype=torch.int64)
+
+
+@custom_op("max_min_backward")
+def max_min_backward_op(
+    grad_output: torch.Tensor, indices: torch.Tensor, input_shape: Sequence[int], dim: int
+) -> torch.Tensor:
+    """grad_input of max or min along ``dim``: grad_output at the indexed element, 0 elsewhere."""
+    return _select_backward(input_shape, _one_dim(len(input_shape), dim), None, None, indices, grad_output)
+
+
+@max_min_backward_op.register_fake
+def _(grad_output, indices, input_shape, dim):
+    return grad_output.new_empty(input_shape)
+
+
+def _max_setup_context(ctx, inputs, output) -> None:
+    x, dim, _ = inputs
+    _, indices = output
+    ctx.mark_non_differentiable(indices)
+    ctx.save_for_backward(indices)
+    ctx.shape, ctx.dim = x.shape, dim
+
+
+def _max_backward(ctx, g: torch.Tensor, _g_indices: torch.Tensor | None):
+    (indices,) = ctx.saved_tensors
+    return max_min_backward_op(g, indices, list(ctx.shape), ctx.dim), None, None
+
+
+max_op.register_autograd(_max_backward, setup_context=_max_setup_context)
+min_op.register_autograd(_max_backward, setup_context=_max_setup_context)
+
+
+# public API -----------------------------------------------------------------------------------
 
 
 def _nonempty(x: torch.Tensor, dims: Sequence[int], op: str) -> None:
@@ -609,13 +730,13 @@ def sum(input: torch.Tensor, dim: int | Sequence[int] | None = None, keepdim: bo
     """``torch.sum(input, dim, keepdim)`` (dim None or () sums everything); accumulates in fp32
     (fp64 for fp64)."""
     rt.check_float(input, "input")
-    return SumFunction.apply(input, reduction_dims(dim, input.dim()), bool(keepdim), False)
+    return sum_op(input, list(reduction_dims(dim, input.dim())), bool(keepdim))
 
 
 def mean(input: torch.Tensor, dim: int | Sequence[int] | None = None, keepdim: bool = False) -> torch.Tensor:
     """``torch.mean(input, dim, keepdim)``; the mean over no elements is NaN, as torch's."""
     rt.check_float(input, "input")
-    return SumFunction.apply(input, reduction_dims(dim, input.dim()), bool(keepdim), True)
+    return mean_op(input, list(reduction_dims(dim, input.dim())), bool(keepdim))
 
 
 def amax(input: torch.Tensor, dim: int | Sequence[int] = (), keepdim: bool = False) -> torch.Tensor:
@@ -623,7 +744,7 @@ def amax(input: torch.Tensor, dim: int | Sequence[int] = (), keepdim: bool = Fal
     rt.check_float(input, "input")
     dims = reduction_dims(dim, input.dim())
     _nonempty(input, dims, "amax")
-    return AmaxFunction.apply(input, dims, bool(keepdim), False)
+    return amax_op(input, list(dims), bool(keepdim))[0]
 
 
 def amin(input: torch.Tensor, dim: int | Sequence[int] = (), keepdim: bool = False) -> torch.Tensor:
@@ -631,7 +752,7 @@ def amin(input: torch.Tensor, dim: int | Sequence[int] = (), keepdim: bool = Fal
     rt.check_float(input, "input")
     dims = reduction_dims(dim, input.dim())
     _nonempty(input, dims, "amin")
-    return AmaxFunction.apply(input, dims, bool(keepdim), True)
+    return amin_op(input, list(dims), bool(keepdim))[0]
 
 
 def _max_min(input: torch.Tensor, dim: int, keepdim: bool, negate: bool):
@@ -640,7 +761,7 @@ def _max_min(input: torch.Tensor, dim: int, keepdim: bool, negate: bool):
     d = rt.canonical_dim(dim, input.dim())
     if input.dim():
         _nonempty(input, (d,), op)
-    values, indices = MaxFunction.apply(input, d, bool(keepdim), negate)
+    values, indices = (min_op if negate else max_op)(input, d, bool(keepdim))
     result = torch.return_types.min if negate else torch.return_types.max
     return result((values, indices))
 

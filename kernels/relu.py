@@ -7,9 +7,10 @@ import triton
 import triton.language as tl
 
 from kernels import _runtime as rt
+from kernels._library import custom_op
 from kernels._strided import flat_strides, strided_offsets
 
-__all__ = ["ReLUFunction", "relu"]
+__all__ = ["relu", "relu_backward_op", "relu_op"]
 
 BLOCK = 1024  # elements per program: 4 KiB of fp32 in flight per program is enough to stream
 
@@ -90,19 +91,43 @@ def _backward(y: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return dx
 
 
-class ReLUFunction(torch.autograd.Function):
-    """max(x, 0) of a floating tensor ``relu`` checked; saves the output, whose sign is the mask."""
+# ---------------------------------------------------------------------------------------------
+# Custom ops (torch.ops.blitz.relu, torch.ops.blitz.relu_backward) and the public API
+# ---------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        y = _forward(x)
-        ctx.save_for_backward(y)
-        return y
 
-    @staticmethod
-    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
-        (y,) = ctx.saved_tensors
-        return _backward(y, g)
+@custom_op("relu")
+def relu_op(input: torch.Tensor) -> torch.Tensor:
+    """max(x, 0) of a floating tensor ``relu`` checked, in a new contiguous tensor."""
+    return _forward(input)
+
+
+@relu_op.register_fake
+def _(input: torch.Tensor) -> torch.Tensor:
+    return input.new_empty(input.shape)
+
+
+@custom_op("relu_backward")
+def relu_backward_op(output: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
+    """grad_input of relu from its output (whose sign is the mask) and grad_output."""
+    return _backward(output, grad_output)
+
+
+@relu_backward_op.register_fake
+def _(output: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
+    return output.new_empty(output.shape)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    ctx.save_for_backward(output)
+
+
+def _relu_autograd_backward(ctx, grad_output: torch.Tensor) -> torch.Tensor:
+    (output,) = ctx.saved_tensors
+    return relu_backward_op(output, grad_output)
+
+
+relu_op.register_autograd(_relu_autograd_backward, setup_context=_setup_context)
 
 
 def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
@@ -111,4 +136,4 @@ def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     if inplace:
         raise NotImplementedError("relu(inplace=True) is not supported; use the out-of-place form")
     rt.check_float(input, "input")
-    return ReLUFunction.apply(input)
+    return relu_op(input)

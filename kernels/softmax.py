@@ -11,18 +11,20 @@ import triton
 import triton.language as tl
 
 from kernels import _runtime as rt
+from kernels._library import custom_op
 from kernels._strided import collapse, strided_offsets
 
 __all__ = [
     "Blocks",
     "RowLayout",
-    "SoftmaxFunction",
     "log_softmax",
+    "log_softmax_op",
     "log_top_plus_rest",
     "online_top_rest",
     "pick_blocks",
     "row_layout",
     "softmax",
+    "softmax_op",
 ]
 
 # Longest row one program keeps in registers: a 16384-long fp32 row is 64 KiB, 32 values per
@@ -396,32 +398,79 @@ def _backward(x: torch.Tensor, g: torch.Tensor, dim: int, log: bool) -> torch.Te
     return dx
 
 
-class SoftmaxFunction(torch.autograd.Function):
-    """softmax, or log_softmax with ``log=True``, of a floating tensor of at least one dim along a
-    non-negative ``dim`` (the public functions check both). Saves the input, not the output: the
-    backward recomputes exp(x - max) (see _softmax_bwd_kernel)."""
+# ---------------------------------------------------------------------------------------------
+# Custom ops (torch.ops.blitz.softmax, log_softmax and their _backward) and the public API
+# ---------------------------------------------------------------------------------------------
 
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, dim: int, log: bool) -> torch.Tensor:
-        ctx.save_for_backward(x)
-        ctx.dim, ctx.log = dim, log
-        return _forward(x, dim, log)
 
-    @staticmethod
-    def backward(ctx, g: torch.Tensor):
-        (x,) = ctx.saved_tensors
-        return _backward(x, g, ctx.dim, ctx.log), None, None
+@custom_op("softmax")
+def softmax_op(input: torch.Tensor, dim: int) -> torch.Tensor:
+    """softmax of a floating tensor of at least one dim along the non-negative ``dim`` (the public
+    functions check both), in a new contiguous tensor."""
+    return _forward(input, dim, log=False)
+
+
+@custom_op("log_softmax")
+def log_softmax_op(input: torch.Tensor, dim: int) -> torch.Tensor:
+    """log_softmax along ``dim``, as ``softmax_op``."""
+    return _forward(input, dim, log=True)
+
+
+@custom_op("softmax_backward")
+def softmax_backward_op(input: torch.Tensor, grad_output: torch.Tensor, dim: int) -> torch.Tensor:
+    """grad_input of softmax, recomputed from the saved input (see _softmax_bwd_kernel)."""
+    return _backward(input, grad_output, dim, log=False)
+
+
+@custom_op("log_softmax_backward")
+def log_softmax_backward_op(input: torch.Tensor, grad_output: torch.Tensor, dim: int) -> torch.Tensor:
+    """grad_input of log_softmax, recomputed from the saved input."""
+    return _backward(input, grad_output, dim, log=True)
+
+
+@softmax_op.register_fake
+@log_softmax_op.register_fake
+def _(input, dim):
+    return input.new_empty(input.shape)
+
+
+@softmax_backward_op.register_fake
+@log_softmax_backward_op.register_fake
+def _(input, grad_output, dim):
+    return input.new_empty(input.shape)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    # saves the input, not the output: the backward recomputes exp(x - max)
+    x, dim = inputs
+    ctx.save_for_backward(x)
+    ctx.dim = dim
+
+
+def _softmax_backward(ctx, g: torch.Tensor):
+    (x,) = ctx.saved_tensors
+    return softmax_backward_op(x, g, ctx.dim), None
+
+
+def _log_softmax_backward(ctx, g: torch.Tensor):
+    (x,) = ctx.saved_tensors
+    return log_softmax_backward_op(x, g, ctx.dim), None
+
+
+softmax_op.register_autograd(_softmax_backward, setup_context=_setup_context)
+log_softmax_op.register_autograd(_log_softmax_backward, setup_context=_setup_context)
 
 
 def _apply(input: torch.Tensor, dim: int, dtype: torch.dtype | None, log: bool) -> torch.Tensor:
     """Validate, apply torch's ``dtype=`` option (a cast of the input first: torch's, and
-    differentiable) and run SoftmaxFunction; a 0-d input is one element along the only dim."""
+    differentiable) and run the op; a 0-d input is one element along the only dim."""
     x = input if dtype is None or not isinstance(input, torch.Tensor) else input.to(dtype)
     rt.check_float(x, "input")
+    op = log_softmax_op if log else softmax_op
     if x.dim() == 0:  # softmax 1, log_softmax 0
         rt.canonical_dim(dim, 0)
-        return SoftmaxFunction.apply(x.reshape(1), 0, log).reshape(())
-    return SoftmaxFunction.apply(x, rt.canonical_dim(dim, x.dim()), log)
+        return op(x.reshape(1), 0).reshape(())
+    return op(x, rt.canonical_dim(dim, x.dim()))
 
 
 def softmax(input: torch.Tensor, dim: int, *, dtype: torch.dtype | None = None) -> torch.Tensor:

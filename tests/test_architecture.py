@@ -89,7 +89,9 @@ def test_the_kernels_never_import_the_engine():
 def test_the_rule_checker_sees_imports(tmp_path):
     """The checker itself: an import inside a function and a dynamic import are both seen."""
     sample = tmp_path / "sample.py"
-    sample.write_text("import os\n\ndef f():\n    from kernels import _runtime\n    importlib.import_module('triton')\n")
+    sample.write_text(
+        "import os\n\ndef f():\n    from kernels import _runtime\n    importlib.import_module('triton')\n"
+    )
     assert set(_imported_roots(sample)) == {"os", "kernels", "triton"}
 
 

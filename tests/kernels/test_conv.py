@@ -227,3 +227,34 @@ def test_past_int32_offsets():
     rows = slice(5990, 6000)
     want = F.conv2d(x[:, :, rows].float(), w.float())
     assert_close(y[:, :, rows], want.double(), depth=64)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.library registration: blitz::conv2d and blitz::conv2d_backward
+# ---------------------------------------------------------------------------------------------
+
+
+def _opcheck_args(case: str, dtype: torch.dtype) -> tuple:
+    """Inputs of blitz::conv2d as its schema takes them: padding (top, bottom, left, right)."""
+    torch.manual_seed(7)
+
+    def t(*shape):
+        return torch.randn(shape, dtype=dtype, device=rt.device()).requires_grad_()
+
+    if case == "contiguous_bias":
+        return t(2, 3, 7, 6), t(4, 3, 3, 3), t(4), [1, 1], [1, 1, 0, 0], [1, 1], 1
+    if case == "channels_last_groups":
+        x = torch.randn(2, 4, 7, 6, dtype=dtype, device=rt.device()).contiguous(memory_format=torch.channels_last)
+        return x.requires_grad_(), t(4, 2, 2, 3), None, [2, 1], [0, 1, 1, 1], [1, 2], 2
+    # strided input ("same" padding, asymmetric for an even kernel)
+    x = torch.randn(1, 2, 12, 10, dtype=dtype, device=rt.device())[:, :, ::2, 1::2]
+    return x.requires_grad_(), t(3, 2, 2, 2), t(3), [1, 1], [0, 1, 0, 1], [1, 1], 1
+
+
+@pytest.mark.parametrize("case", ["contiguous_bias", "channels_last_groups", "strided_same"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64], ids=str)
+def test_opcheck_conv2d(case, dtype):
+    """torch.library.opcheck (schema, fake tensor, autograd registration, AOT dispatch with dynamic
+    shapes, which runs blitz::conv2d_backward too) on the op the public function calls."""
+    results = torch.library.opcheck(torch.ops.blitz.conv2d.default, _opcheck_args(case, dtype))
+    assert results and set(results.values()) == {"SUCCESS"}, results

@@ -196,3 +196,46 @@ def test_cross_entropy_past_2_to_the_31_logits(rows, classes):
     total = cross_entropy(x.detach(), t, reduction="sum")
     # the per-row losses were rounded to bf16 before this sum: one u_out of the total, within rel
     assert_close(total, loss.double().sum(), depth=rows)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.library registration: opcheck and torch.compile
+# ---------------------------------------------------------------------------------------------
+
+_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+
+
+def _opcheck(op, args):
+    """``torch.library.opcheck`` (schema, autograd registration, fake tensor, AOT dispatch) passes."""
+    results = torch.library.opcheck(op, args)
+    assert all(v == "SUCCESS" for v in results.values()), results
+
+
+def _compiled_matches_eager(fn, *inputs, backend="aot_eager"):
+    """``torch.compile(fn, fullgraph=True)`` forward and backward equal eager's."""
+    compiled = torch.compile(fn, fullgraph=True, backend=backend)
+    results = []
+    for f in (fn, compiled):
+        leaves = [x.detach().requires_grad_() for x in inputs]
+        out = f(*leaves)
+        grads = torch.autograd.grad(out, leaves, torch.ones_like(out))
+        results.append((out, grads))
+    torch.testing.assert_close(results[1], results[0], equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", _DTYPES, ids=str)
+def test_opcheck_cross_entropy(dtype):
+    x = _randn(5, 4, dtype=dtype).t().requires_grad_()  # (4, 5), classes not contiguous
+    target = torch.tensor([0, 3, 4, -100], device=rt.device())
+    weight = torch.rand(5, generator=torch.Generator().manual_seed(1)).to(dtype).to(rt.device())
+    op = torch.ops.blitz.cross_entropy.default
+    for reduction in ("mean", "sum", "none"):
+        _opcheck(op, (x, target, weight, -100, reduction, 0.1))
+    _opcheck(op, (_randn(2, 3, 2, dtype=dtype).requires_grad_(), _targets((2, 2), 3), None, -100, "mean", 0.0))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_cross_entropy_compiles(reduction):
+    x = _randn(4, 5, dtype=torch.float32)
+    target = _targets((4,), 5)
+    _compiled_matches_eager(lambda t: cross_entropy(t, target, reduction=reduction, label_smoothing=0.1) * 2, x)

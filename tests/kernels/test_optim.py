@@ -12,7 +12,7 @@ import kernels.optim
 from gradcheck.testing import op_tests
 from gradcheck.tolerances import assert_close
 from kernels import _runtime as rt
-from kernels.optim import SGD, sgd_step
+from kernels.optim import SGD, sgd_step, sgd_step_
 
 DEV = rt.device()
 STEPS = 10
@@ -227,3 +227,67 @@ def test_sgd_step_first_step_and_no_momentum():
     assert torch.equal(new_b, g) and torch.equal(new_p, p - 0.1 * g)
     new_p, new_b = sgd_step(p, g, None, lr=0.1)
     assert new_b is None and torch.equal(new_p, p - 0.1 * g)
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.library registration: blitz::sgd_step_ (one parameter) and blitz::sgd_ (the optimizer's
+# fused step), both in place
+# ---------------------------------------------------------------------------------------------
+
+OPCHECK_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+
+
+def _r(*shape, dtype):
+    return torch.randn(shape, dtype=dtype, device=DEV)
+
+
+@pytest.mark.parametrize("case", ["momentum_transposed", "plain_maximize", "first_step"])
+@pytest.mark.parametrize("dtype", OPCHECK_DTYPES, ids=str)
+def test_opcheck_sgd_step_(case, dtype):
+    """opcheck of the in-place one-parameter op: its schema declares the mutation of param and
+    momentum_buffer (test_schema fails an op that mutates an argument it does not declare)."""
+    torch.manual_seed(9)
+    if case == "momentum_transposed":  # param and buffer non-contiguous (transposed)
+        args = (_r(5, 7, dtype=dtype).t(), _r(7, 5, dtype=dtype), _r(5, 7, dtype=dtype).t(), 0.1, 0.9, 0.0, 0.01)
+        args += (True, False, False)
+    elif case == "plain_maximize":
+        args = (_r(3, 4, dtype=dtype), _r(3, 4, dtype=dtype), None, 0.1, 0.0, 0.0, 0.0, False, True, False)
+    else:
+        args = (_r(6, dtype=dtype)[::2], _r(3, dtype=dtype), _r(3, dtype=dtype), 0.1, 0.9, 0.3, 0.0, False, False, True)
+    results = torch.library.opcheck(torch.ops.blitz.sgd_step_.default, args)
+    assert results and set(results.values()) == {"SUCCESS"}, results
+
+
+@pytest.mark.parametrize("dtype", OPCHECK_DTYPES, ids=str)
+def test_opcheck_sgd_(dtype):
+    """opcheck of the fused multi-parameter op, with a dense and a strided parameter."""
+    torch.manual_seed(10)
+    params = [_r(3, 4, dtype=dtype), _r(6, dtype=dtype)[::2]]
+    grads = [_r(3, 4, dtype=dtype), _r(3, dtype=dtype)]
+    bufs = [_r(3, 4, dtype=dtype), _r(3, dtype=dtype)]
+    args = (params, grads, bufs, [False, True], 0.1, 0.9, 0.1, 0.01, False, False)
+    results = torch.library.opcheck(torch.ops.blitz.sgd_.default, args)
+    assert results and set(results.values()) == {"SUCCESS"}, results
+
+
+def test_sgd_step_in_place_updates_param_and_buffer():
+    """sgd_step_ (blitz::sgd_step_) matches sgd_step and writes through non-contiguous layouts."""
+    torch.manual_seed(11)
+    p = torch.randn(4, 6, dtype=torch.float64, device=DEV).t()
+    g = torch.randn(6, 4, dtype=torch.float64, device=DEV)
+    b = torch.randn(4, 6, dtype=torch.float64, device=DEV).t()
+    options = dict(lr=0.1, momentum=0.9, dampening=0.1, weight_decay=0.01)
+    new_p, new_b = sgd_step(p, g, b, **options)
+    version = p._version
+    sgd_step_(p, g, b, **options)
+    assert torch.equal(p, new_p) and torch.equal(b, new_b)
+    assert p.stride() == (1, 6) and p._version > version
+    assert new_p.untyped_storage().data_ptr() != p.untyped_storage().data_ptr()
+
+
+def test_sgd_step_in_place_rejects_overlapping_and_missing_buffer():
+    p = torch.ones(1, device=DEV).expand(4)
+    with pytest.raises(ValueError, match="overlapping memory"):
+        sgd_step_(p, torch.ones(4, device=DEV), None, lr=0.1)
+    with pytest.raises(ValueError, match="momentum_buffer is None"):
+        sgd_step_(torch.ones(4, device=DEV), torch.ones(4, device=DEV), None, lr=0.1, momentum=0.9, first_step=True)

@@ -189,3 +189,44 @@ def test_past_int32_offsets():
     x = torch.randn(4, 8, 8192, 8200, dtype=torch.float16, device="cuda")  # 2.1e9 elements
     y = max_pool2d(x, 2)
     assert torch.equal(y[-1, -1, -4:], F.max_pool2d(x[-1:, -1:, -8:], 2)[0, 0])
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.library registration: blitz::max_pool2d and blitz::max_pool2d_backward
+# ---------------------------------------------------------------------------------------------
+
+
+def _opcheck_inputs(case: str, dtype: torch.dtype) -> torch.Tensor:
+    torch.manual_seed(5)
+    if case == "contiguous":
+        x = torch.randn(2, 3, 7, 6, dtype=dtype)
+    elif case == "channels_last":
+        x = torch.randn(2, 4, 7, 6, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    else:  # strided: every other row and column
+        x = torch.randn(2, 3, 14, 12, dtype=dtype)[:, :, ::2, 1::2]
+    return x.to(rt.device()).requires_grad_()
+
+
+OPCHECK_CASES = {
+    # (kernel_size, stride, padding, dilation, ceil_mode), as the op's schema takes them
+    "contiguous": ([2, 2], [2, 2], [0, 0], [1, 1], False),
+    "channels_last": ([3, 2], [2, 1], [1, 1], [1, 1], True),
+    "strided": ([2, 2], [1, 1], [0, 0], [2, 1], False),
+}
+
+
+@pytest.mark.parametrize("case", list(OPCHECK_CASES))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16, torch.float64], ids=str)
+def test_opcheck_max_pool2d(case, dtype):
+    """torch.library.opcheck (schema, fake tensor, autograd registration, AOT dispatch with dynamic
+    shapes, which runs blitz::max_pool2d_backward too) on the op the public function calls."""
+    args = (_opcheck_inputs(case, dtype), *OPCHECK_CASES[case])
+    results = torch.library.opcheck(torch.ops.blitz.max_pool2d.default, args)
+    assert results and set(results.values()) == {"SUCCESS"}, results
+
+
+def test_outputs_do_not_alias_the_input():
+    x = torch.randn(1, 1, 1, 1)
+    y, idx = max_pool2d(x, 1, return_indices=True)
+    assert y.untyped_storage().data_ptr() != x.untyped_storage().data_ptr()
+    assert idx.dtype == torch.int64

@@ -180,3 +180,54 @@ def test_sum_past_2_31_elements():
     assert rows == [sum(v for i, v in marks.items() if i < half), sum(v for i, v in marks.items() if i >= half)]
     cols = rd.sum(x.view(half, 2), 0).tolist()  # even and odd indices
     assert cols == [sum(v for i, v in marks.items() if i % 2 == 0), sum(v for i, v in marks.items() if i % 2 == 1)]
+
+
+# ---------------------------------------------------------------------------------------------
+# torch.library registration: opcheck and torch.compile
+# ---------------------------------------------------------------------------------------------
+
+_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+
+
+def _opcheck(op, args):
+    """``torch.library.opcheck`` (schema, autograd registration, fake tensor, AOT dispatch) passes."""
+    results = torch.library.opcheck(op, args)
+    assert all(v == "SUCCESS" for v in results.values()), results
+
+
+def _compiled_matches_eager(fn, *inputs, backend="aot_eager"):
+    """``torch.compile(fn, fullgraph=True)`` forward and backward equal eager's."""
+    compiled = torch.compile(fn, fullgraph=True, backend=backend)
+    results = []
+    for f in (fn, compiled):
+        leaves = [x.detach().requires_grad_() for x in inputs]
+        out = f(*leaves)
+        grads = torch.autograd.grad(out, leaves, torch.ones_like(out))
+        results.append((out, grads))
+    torch.testing.assert_close(results[1], results[0], equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", _DTYPES, ids=str)
+def test_opcheck_reduction(dtype):
+    x = torch.randn(3, 4, 5, dtype=dtype, generator=torch.Generator().manual_seed(0)).to(rt.device())
+    x = x.transpose(0, 2).requires_grad_()  # (5, 4, 3), not contiguous
+    ops = torch.ops.blitz
+    for name in ("sum", "mean", "amax", "amin"):
+        _opcheck(getattr(ops, name).default, (x, [0, 2], False))
+        _opcheck(getattr(ops, name).default, (x, [1], True))
+    for name in ("max", "min"):
+        _opcheck(getattr(ops, name).default, (x, 1, False))
+    scalar = torch.tensor(2.0, dtype=dtype, device=rt.device(), requires_grad=True)
+    _opcheck(ops.sum.default, (scalar, [], False))  # no dims: a copy, never the input itself
+    _opcheck(ops.max.default, (scalar, 0, True))
+
+
+@pytest.mark.parametrize("name", ["sum", "mean", "amax", "amin", "max", "min"])
+def test_reduction_compiles(name):
+    x = torch.randn(3, 4, generator=torch.Generator().manual_seed(0)).to(rt.device())
+    weights = torch.arange(3.0, device=rt.device())
+    fn = getattr(rd, name)
+    if name in ("max", "min"):
+        _compiled_matches_eager(lambda t: fn(t, 1).values * weights, x)
+    else:
+        _compiled_matches_eager(lambda t: fn(t, 1) * weights, x)
