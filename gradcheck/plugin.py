@@ -35,7 +35,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     profile = config.getoption("--gradcheck-profile", default=None) or os.environ.get("GRADCHECK_PROFILE")
     if profile:
-        settings.load_profile(profile)
+        profiles.load(profile)
         config.stash[_ASKED] = profile
     examples = config.getoption("--gradcheck-examples", default=None)
     if examples:

@@ -175,7 +175,8 @@ def test_correct_custom_op_passes_and_is_opchecked() -> None:
     stats = _opcheck_stats(report)
     assert set(stats) == {"float32", "float16"}
     for dtype, (examples, skipped) in stats.items():
-        assert examples == report.examples(dtype) > 0 and skipped == 0
+        # every example is opchecked but those with only empty tensors (nothing for opcheck to compare)
+        assert examples > 0 and examples + skipped == report.examples(dtype)
     assert "opcheck" in str(report)
 
 
@@ -208,7 +209,8 @@ def test_a_correct_op_returning_nan_passes() -> None:
 )
 def test_custom_op_reached_any_way_is_opchecked(fn, factor: float) -> None:
     report = _verify(fn, max_examples=3, reference=lambda x: factor * x, reference_vjp=lambda x, g: (factor * g,))
-    assert _opcheck_stats(report)["float32"][0] == report.examples() > 0
+    examples, skipped = _opcheck_stats(report)["float32"]
+    assert examples > 0 and examples + skipped == report.examples()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -252,7 +254,7 @@ def test_wrong_fake_dtype_is_caught_at_float16() -> None:
 def test_missing_autograd_is_an_opcheck_failure_not_a_backward_crash() -> None:
     # opcheck's test_autograd_registration passes (custom_op's autograd fallback is registered
     # to the Autograd key); test_aot_dispatch_dynamic backpropagates and names the problem
-    e = _opcheck_failure(no_autograd, "test_aot_dispatch_dynamic")
+    e = _opcheck_failure(no_autograd, "test_aot_dispatch_dynamic", min_side=1)
     assert "no autograd formula was registered" in str(e)
     assert "requires_grad" in str(e), "the recorded call had its input requiring grad"
     # without opcheck, the engine's own backward call is what fails

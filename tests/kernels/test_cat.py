@@ -6,6 +6,7 @@ import torch
 from gradcheck.testing import op_tests
 from kernels import _runtime as rt
 from kernels.cat import cat, contiguous
+from tests.kernels.library_checks import DTYPES, assert_compiled_matches_eager, assert_opcheck_passes
 
 test_cat = op_tests("cat")
 
@@ -85,41 +86,20 @@ def test_contiguous_copies_any_layout_and_passes_gradients_through():
 # torch.library registration: opcheck and torch.compile
 # ---------------------------------------------------------------------------------------------
 
-_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
-
-
-def _opcheck(op, args):
-    """``torch.library.opcheck`` (schema, autograd registration, fake tensor, AOT dispatch) passes."""
-    results = torch.library.opcheck(op, args)
-    assert all(v == "SUCCESS" for v in results.values()), results
-
-
-def _compiled_matches_eager(fn, *inputs, backend="aot_eager"):
-    """``torch.compile(fn, fullgraph=True)`` forward and backward equal eager's."""
-    compiled = torch.compile(fn, fullgraph=True, backend=backend)
-    results = []
-    for f in (fn, compiled):
-        leaves = [x.detach().requires_grad_() for x in inputs]
-        out = f(*leaves)
-        grads = torch.autograd.grad(out, leaves, torch.ones_like(out))
-        results.append((out, grads))
-    torch.testing.assert_close(results[1], results[0], equal_nan=True)
-
-
-@pytest.mark.parametrize("dtype", _DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_opcheck_cat(dtype):
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(3, 4, dtype=dtype, generator=gen).to(DEV).requires_grad_()
     b = torch.randn(2, 3, dtype=dtype, generator=gen).to(DEV).t().requires_grad_()  # transposed
     skipped = torch.empty(0, dtype=dtype, device=DEV, requires_grad=True)
-    _opcheck(torch.ops.blitz.cat.default, ([a, b, skipped], 1))
-    _opcheck(torch.ops.blitz.cat.default, ([a, b[:, :1].expand(3, 4)], 0))
-    _opcheck(torch.ops.blitz.contiguous.default, (b,))
+    assert_opcheck_passes(torch.ops.blitz.cat.default, ([a, b, skipped], 1))
+    assert_opcheck_passes(torch.ops.blitz.cat.default, ([a, b[:, :1].expand(3, 4)], 0))
+    assert_opcheck_passes(torch.ops.blitz.contiguous.default, (b,))
 
 
 def test_cat_compiles():
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(3, 4, generator=gen).to(DEV)
     b = torch.randn(3, 2, generator=gen).to(DEV)
-    _compiled_matches_eager(lambda x, y: cat([x, y * 2], 1) * torch.arange(6.0, device=DEV), a, b)
-    _compiled_matches_eager(lambda x: contiguous(x.t()) * 3, a)
+    assert_compiled_matches_eager(lambda x, y: cat([x, y * 2], 1) * torch.arange(6.0, device=DEV), a, b)
+    assert_compiled_matches_eager(lambda x: contiguous(x.t()) * 3, a)

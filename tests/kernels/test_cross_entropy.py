@@ -10,6 +10,7 @@ from gradcheck.testing import op_tests
 from gradcheck.tolerances import assert_close
 from kernels import _runtime as rt
 from kernels.cross_entropy import cross_entropy
+from tests.kernels.library_checks import DTYPES, assert_compiled_matches_eager, assert_opcheck_passes
 
 test_cross_entropy = op_tests("cross_entropy")
 
@@ -159,10 +160,15 @@ def test_cross_entropy_gradient_for_any_grad_output_and_retained_graph():
 def test_cross_entropy_legacy_reduction_flags():
     x, t = _randn(5, 3), _targets((5,), 3)
     depth = 3 + 5
-    assert_close(cross_entropy(x, t, reduce=False), F.cross_entropy(x, t, reduction="none"), depth=depth,
-                 expected_rounded=True)
-    assert_close(cross_entropy(x, t, size_average=False), F.cross_entropy(x, t, reduction="sum"), depth=depth,
-                 expected_rounded=True)
+    assert_close(
+        cross_entropy(x, t, reduce=False), F.cross_entropy(x, t, reduction="none"), depth=depth, expected_rounded=True
+    )
+    assert_close(
+        cross_entropy(x, t, size_average=False),
+        F.cross_entropy(x, t, reduction="sum"),
+        depth=depth,
+        expected_rounded=True,
+    )
 
 
 def test_cross_entropy_without_grad_stores_nothing():
@@ -202,40 +208,22 @@ def test_cross_entropy_past_2_to_the_31_logits(rows, classes):
 # torch.library registration: opcheck and torch.compile
 # ---------------------------------------------------------------------------------------------
 
-_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 
-
-def _opcheck(op, args):
-    """``torch.library.opcheck`` (schema, autograd registration, fake tensor, AOT dispatch) passes."""
-    results = torch.library.opcheck(op, args)
-    assert all(v == "SUCCESS" for v in results.values()), results
-
-
-def _compiled_matches_eager(fn, *inputs, backend="aot_eager"):
-    """``torch.compile(fn, fullgraph=True)`` forward and backward equal eager's."""
-    compiled = torch.compile(fn, fullgraph=True, backend=backend)
-    results = []
-    for f in (fn, compiled):
-        leaves = [x.detach().requires_grad_() for x in inputs]
-        out = f(*leaves)
-        grads = torch.autograd.grad(out, leaves, torch.ones_like(out))
-        results.append((out, grads))
-    torch.testing.assert_close(results[1], results[0], equal_nan=True)
-
-
-@pytest.mark.parametrize("dtype", _DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_opcheck_cross_entropy(dtype):
     x = _randn(5, 4, dtype=dtype).t().requires_grad_()  # (4, 5), classes not contiguous
     target = torch.tensor([0, 3, 4, -100], device=rt.device())
     weight = torch.rand(5, generator=torch.Generator().manual_seed(1)).to(dtype).to(rt.device())
     op = torch.ops.blitz.cross_entropy.default
     for reduction in ("mean", "sum", "none"):
-        _opcheck(op, (x, target, weight, -100, reduction, 0.1))
-    _opcheck(op, (_randn(2, 3, 2, dtype=dtype).requires_grad_(), _targets((2, 2), 3), None, -100, "mean", 0.0))
+        assert_opcheck_passes(op, (x, target, weight, -100, reduction, 0.1))
+    assert_opcheck_passes(
+        op, (_randn(2, 3, 2, dtype=dtype).requires_grad_(), _targets((2, 2), 3), None, -100, "mean", 0.0)
+    )
 
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])
 def test_cross_entropy_compiles(reduction):
     x = _randn(4, 5, dtype=torch.float32)
     target = _targets((4,), 5)
-    _compiled_matches_eager(lambda t: cross_entropy(t, target, reduction=reduction, label_smoothing=0.1) * 2, x)
+    assert_compiled_matches_eager(lambda t: cross_entropy(t, target, reduction=reduction, label_smoothing=0.1) * 2, x)

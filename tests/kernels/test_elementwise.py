@@ -9,6 +9,7 @@ from gradcheck.testing import op_tests
 from gradcheck.tolerances import assert_close
 from kernels import _runtime as rt
 from kernels import elementwise as ew
+from tests.kernels.library_checks import DTYPES, assert_compiled_matches_eager, assert_opcheck_passes
 
 test_add = op_tests("add")
 test_sub = op_tests("sub")
@@ -196,41 +197,23 @@ def test_add_past_2_31_elements():
 # torch.library registration: opcheck and torch.compile
 # ---------------------------------------------------------------------------------------------
 
-_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 
-
-def _opcheck(op, args):
-    """``torch.library.opcheck`` (schema, autograd registration, fake tensor, AOT dispatch) passes."""
-    results = torch.library.opcheck(op, args)
-    assert all(v == "SUCCESS" for v in results.values()), results
-
-
-def _compiled_matches_eager(fn, *inputs, backend="aot_eager"):
-    """``torch.compile(fn, fullgraph=True)`` forward and backward equal eager's."""
-    compiled = torch.compile(fn, fullgraph=True, backend=backend)
-    results = []
-    for f in (fn, compiled):
-        leaves = [x.detach().requires_grad_() for x in inputs]
-        out = f(*leaves)
-        grads = torch.autograd.grad(out, leaves, torch.ones_like(out))
-        results.append((out, grads))
-    torch.testing.assert_close(results[1], results[0], equal_nan=True)
-
-
-@pytest.mark.parametrize("dtype", _DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_opcheck_elementwise(dtype):
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(4, 3, dtype=dtype, generator=gen).to(rt.device()).t().requires_grad_()  # transposed
     b = torch.randn(1, 4, dtype=dtype, generator=gen).to(rt.device()).requires_grad_()  # broadcast
     ops = torch.ops.blitz
     for name in ("add", "sub", "mul", "div"):
-        _opcheck(getattr(ops, name).default, (a, b))
+        assert_opcheck_passes(getattr(ops, name).default, (a, b))
     positive = (torch.rand(6, 4, dtype=dtype, generator=gen) + 0.5).to(rt.device())[::2].requires_grad_()
     for name in ("neg", "exp", "log", "sqrt", "sigmoid", "tanh"):
-        _opcheck(getattr(ops, name).default, (positive,))
-    _opcheck(ops.pow.default, (positive, 2.5))
-    _opcheck(ops.exp_backward.default, (positive.detach(), a.detach()))
-    _opcheck(ops.binary_backward.default, (a.detach(), a.detach(), b.detach(), [3, 4], [1, 4], "div", True, True))
+        assert_opcheck_passes(getattr(ops, name).default, (positive,))
+    assert_opcheck_passes(ops.pow.default, (positive, 2.5))
+    assert_opcheck_passes(ops.exp_backward.default, (positive.detach(), a.detach()))
+    assert_opcheck_passes(
+        ops.binary_backward.default, (a.detach(), a.detach(), b.detach(), [3, 4], [1, 4], "div", True, True)
+    )
 
 
 @pytest.mark.parametrize("name", ["add", "sub", "mul", "div"])
@@ -238,9 +221,9 @@ def test_binary_compiles(name):
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(3, 4, generator=gen).to(rt.device())
     b = torch.randn(4, generator=gen).to(rt.device()) + 3.0
-    _compiled_matches_eager(getattr(ew, name), a, b)
+    assert_compiled_matches_eager(getattr(ew, name), a, b)
 
 
 def test_unary_compiles():
     x = torch.rand(3, 4, device=rt.device()) + 0.5
-    _compiled_matches_eager(lambda t: ew.pow(ew.tanh(ew.log(ew.exp(ew.sqrt(ew.sigmoid(ew.neg(t)))))), 3.0), x)
+    assert_compiled_matches_eager(lambda t: ew.pow(ew.tanh(ew.log(ew.exp(ew.sqrt(ew.sigmoid(ew.neg(t)))))), 3.0), x)

@@ -8,6 +8,7 @@ from gradcheck.testing import op_tests
 from gradcheck.tolerances import assert_close
 from kernels import _runtime as rt
 from kernels.mse import mse_loss
+from tests.kernels.library_checks import DTYPES, assert_compiled_matches_eager, assert_opcheck_passes
 
 test_mse_loss = op_tests("mse_loss")
 
@@ -72,35 +73,17 @@ def test_mse_loss_legacy_reduction_flags(legacy, reduction):
 # torch.library registration: opcheck and torch.compile
 # ---------------------------------------------------------------------------------------------
 
-_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
 
-
-def _opcheck(op, args):
-    """``torch.library.opcheck`` (schema, autograd registration, fake tensor, AOT dispatch) passes."""
-    results = torch.library.opcheck(op, args)
-    assert all(v == "SUCCESS" for v in results.values()), results
-
-
-def _compiled_matches_eager(fn, *inputs, backend="aot_eager"):
-    """``torch.compile(fn, fullgraph=True)`` forward and backward equal eager's."""
-    compiled = torch.compile(fn, fullgraph=True, backend=backend)
-    results = []
-    for f in (fn, compiled):
-        leaves = [x.detach().requires_grad_() for x in inputs]
-        out = f(*leaves)
-        grads = torch.autograd.grad(out, leaves, torch.ones_like(out))
-        results.append((out, grads))
-    torch.testing.assert_close(results[1], results[0], equal_nan=True)
-
-
-@pytest.mark.parametrize("dtype", _DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_opcheck_mse_loss(dtype):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(3, 4, dtype=dtype, generator=gen).to(rt.device()).requires_grad_()
     y = torch.randn(4, 3, dtype=dtype, generator=gen).to(rt.device()).t().requires_grad_()  # transposed
     for reduction in ("mean", "sum", "none"):
-        _opcheck(torch.ops.blitz.mse_loss.default, (x, y, reduction))
-    _opcheck(torch.ops.blitz.mse_loss_backward.default, (x.detach(), x.detach(), y.detach(), "none", True, False))
+        assert_opcheck_passes(torch.ops.blitz.mse_loss.default, (x, y, reduction))
+    assert_opcheck_passes(
+        torch.ops.blitz.mse_loss_backward.default, (x.detach(), x.detach(), y.detach(), "none", True, False)
+    )
 
 
 @pytest.mark.parametrize("reduction", ["mean", "none"])
@@ -108,4 +91,4 @@ def test_mse_loss_compiles(reduction):
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(3, 4, generator=gen).to(rt.device())
     y = torch.randn(3, 4, generator=gen).to(rt.device())
-    _compiled_matches_eager(lambda a, b: mse_loss(a, b, reduction=reduction) * 3, x, y)
+    assert_compiled_matches_eager(lambda a, b: mse_loss(a, b, reduction=reduction) * 3, x, y)

@@ -9,6 +9,7 @@ from gradcheck.testing import op_tests
 from gradcheck.tolerances import assert_close
 from kernels import _runtime as rt
 from kernels import reduction as rd
+from tests.kernels.library_checks import DTYPES, assert_compiled_matches_eager, assert_opcheck_passes
 
 test_sum = op_tests("sum")
 test_mean = op_tests("mean")
@@ -186,40 +187,19 @@ def test_sum_past_2_31_elements():
 # torch.library registration: opcheck and torch.compile
 # ---------------------------------------------------------------------------------------------
 
-_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
-
-
-def _opcheck(op, args):
-    """``torch.library.opcheck`` (schema, autograd registration, fake tensor, AOT dispatch) passes."""
-    results = torch.library.opcheck(op, args)
-    assert all(v == "SUCCESS" for v in results.values()), results
-
-
-def _compiled_matches_eager(fn, *inputs, backend="aot_eager"):
-    """``torch.compile(fn, fullgraph=True)`` forward and backward equal eager's."""
-    compiled = torch.compile(fn, fullgraph=True, backend=backend)
-    results = []
-    for f in (fn, compiled):
-        leaves = [x.detach().requires_grad_() for x in inputs]
-        out = f(*leaves)
-        grads = torch.autograd.grad(out, leaves, torch.ones_like(out))
-        results.append((out, grads))
-    torch.testing.assert_close(results[1], results[0], equal_nan=True)
-
-
-@pytest.mark.parametrize("dtype", _DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_opcheck_reduction(dtype):
     x = torch.randn(3, 4, 5, dtype=dtype, generator=torch.Generator().manual_seed(0)).to(rt.device())
     x = x.transpose(0, 2).requires_grad_()  # (5, 4, 3), not contiguous
     ops = torch.ops.blitz
     for name in ("sum", "mean", "amax", "amin"):
-        _opcheck(getattr(ops, name).default, (x, [0, 2], False))
-        _opcheck(getattr(ops, name).default, (x, [1], True))
+        assert_opcheck_passes(getattr(ops, name).default, (x, [0, 2], False))
+        assert_opcheck_passes(getattr(ops, name).default, (x, [1], True))
     for name in ("max", "min"):
-        _opcheck(getattr(ops, name).default, (x, 1, False))
+        assert_opcheck_passes(getattr(ops, name).default, (x, 1, False))
     scalar = torch.tensor(2.0, dtype=dtype, device=rt.device(), requires_grad=True)
-    _opcheck(ops.sum.default, (scalar, [], False))  # no dims: a copy, never the input itself
-    _opcheck(ops.max.default, (scalar, 0, True))
+    assert_opcheck_passes(ops.sum.default, (scalar, [], False))  # no dims: a copy, never the input itself
+    assert_opcheck_passes(ops.max.default, (scalar, 0, True))
 
 
 @pytest.mark.parametrize("name", ["sum", "mean", "amax", "amin", "max", "min"])
@@ -228,6 +208,6 @@ def test_reduction_compiles(name):
     weights = torch.arange(3.0, device=rt.device())
     fn = getattr(rd, name)
     if name in ("max", "min"):
-        _compiled_matches_eager(lambda t: fn(t, 1).values * weights, x)
+        assert_compiled_matches_eager(lambda t: fn(t, 1).values * weights, x)
     else:
-        _compiled_matches_eager(lambda t: fn(t, 1) * weights, x)
+        assert_compiled_matches_eager(lambda t: fn(t, 1) * weights, x)

@@ -6,6 +6,7 @@ import torch
 from gradcheck.testing import op_tests
 from kernels import _runtime as rt
 from kernels.relu import relu
+from tests.kernels.library_checks import DTYPES, assert_compiled_matches_eager, assert_opcheck_passes
 
 test_relu = op_tests("relu")
 
@@ -29,35 +30,14 @@ def test_relu_rejects_integer_input():
 # torch.library registration: opcheck and torch.compile
 # ---------------------------------------------------------------------------------------------
 
-_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
-
-
-def _opcheck(op, args):
-    """``torch.library.opcheck`` (schema, autograd registration, fake tensor, AOT dispatch) passes."""
-    results = torch.library.opcheck(op, args)
-    assert all(v == "SUCCESS" for v in results.values()), results
-
-
-def _compiled_matches_eager(fn, *inputs, backend="aot_eager"):
-    """``torch.compile(fn, fullgraph=True)`` forward and backward equal eager's."""
-    compiled = torch.compile(fn, fullgraph=True, backend=backend)
-    results = []
-    for f in (fn, compiled):
-        leaves = [x.detach().requires_grad_() for x in inputs]
-        out = f(*leaves)
-        grads = torch.autograd.grad(out, leaves, torch.ones_like(out))
-        results.append((out, grads))
-    torch.testing.assert_close(results[1], results[0], equal_nan=True)
-
-
-@pytest.mark.parametrize("dtype", _DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_opcheck_relu(dtype):
     x = torch.randn(4, 6, dtype=dtype, generator=torch.Generator().manual_seed(0)).to(rt.device())
     for arg in (x, x.t(), x[:, ::2]):  # contiguous, transposed, strided
-        _opcheck(torch.ops.blitz.relu.default, (arg.requires_grad_(),))
-    _opcheck(torch.ops.blitz.relu_backward.default, (x.detach().t(), x.detach().t()))
+        assert_opcheck_passes(torch.ops.blitz.relu.default, (arg.requires_grad_(),))
+    assert_opcheck_passes(torch.ops.blitz.relu_backward.default, (x.detach().t(), x.detach().t()))
 
 
 def test_relu_compiles():
     x = torch.randn(5, 7, device=rt.device())
-    _compiled_matches_eager(lambda t: relu(t) * 2, x.t())
+    assert_compiled_matches_eager(lambda t: relu(t) * 2, x.t())

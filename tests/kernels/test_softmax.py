@@ -10,6 +10,7 @@ from gradcheck.testing import op_tests
 from gradcheck.tolerances import assert_close
 from kernels import _runtime as rt
 from kernels.softmax import log_softmax, softmax
+from tests.kernels.library_checks import DTYPES, assert_compiled_matches_eager, assert_opcheck_passes
 
 test_softmax = op_tests("softmax")
 test_log_softmax = op_tests("log_softmax")
@@ -124,45 +125,24 @@ def test_dtype_option_casts_first():
 # torch.library registration: opcheck and torch.compile
 # ---------------------------------------------------------------------------------------------
 
-_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
-
-
-def _opcheck(op, args):
-    """``torch.library.opcheck`` (schema, autograd registration, fake tensor, AOT dispatch) passes."""
-    results = torch.library.opcheck(op, args)
-    assert all(v == "SUCCESS" for v in results.values()), results
-
-
-def _compiled_matches_eager(fn, *inputs, backend="aot_eager"):
-    """``torch.compile(fn, fullgraph=True)`` forward and backward equal eager's."""
-    compiled = torch.compile(fn, fullgraph=True, backend=backend)
-    results = []
-    for f in (fn, compiled):
-        leaves = [x.detach().requires_grad_() for x in inputs]
-        out = f(*leaves)
-        grads = torch.autograd.grad(out, leaves, torch.ones_like(out))
-        results.append((out, grads))
-    torch.testing.assert_close(results[1], results[0], equal_nan=True)
-
-
-@pytest.mark.parametrize("dtype", _DTYPES, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_opcheck_softmax(dtype):
     x = torch.randn(4, 6, dtype=dtype, generator=torch.Generator().manual_seed(0)).to(rt.device())
     ops = torch.ops.blitz
     for name in ("softmax", "log_softmax"):
-        _opcheck(getattr(ops, name).default, (x.requires_grad_(), 1))
-        _opcheck(getattr(ops, name).default, (x.t(), 0))  # reduced dim not contiguous
-        _opcheck(getattr(ops, name + "_backward").default, (x.detach()[:, ::2], x.detach()[:, 1::2], 0))
+        assert_opcheck_passes(getattr(ops, name).default, (x.requires_grad_(), 1))
+        assert_opcheck_passes(getattr(ops, name).default, (x.t(), 0))  # reduced dim not contiguous
+        assert_opcheck_passes(getattr(ops, name + "_backward").default, (x.detach()[:, ::2], x.detach()[:, 1::2], 0))
 
 
 @pytest.mark.parametrize("ours", [softmax, log_softmax], ids=IDS)
 def test_softmax_compiles(ours):
     x = torch.randn(3, 5, generator=torch.Generator().manual_seed(0)).to(rt.device())
     weights = torch.arange(15.0, device=rt.device()).reshape(3, 5)
-    _compiled_matches_eager(lambda t: ours(t, 1) * weights, x)
+    assert_compiled_matches_eager(lambda t: ours(t, 1) * weights, x)
 
 
 def test_softmax_compiles_with_inductor():
     x = torch.randn(3, 5, generator=torch.Generator().manual_seed(0)).to(rt.device())
     weights = torch.arange(15.0, device=rt.device()).reshape(3, 5)
-    _compiled_matches_eager(lambda t: softmax(t * 2, 0) * weights, x, backend="inductor")
+    assert_compiled_matches_eager(lambda t: softmax(t * 2, 0) * weights, x, backend="inductor")
