@@ -20,6 +20,7 @@ import torch
 from gradcheck import fd
 from gradcheck import layouts as lay
 from gradcheck import opcheck as oc
+from gradcheck import sensitivity as sens
 from gradcheck.compare import Comparison, as_tuple, compare, dtype_name, format_index, mismatch_lines, to_numpy
 from gradcheck.config import Config
 from gradcheck.example import Example, place_args, values_of
@@ -268,6 +269,60 @@ def _magnitude(cfg: Config, arrays: list[Any], fn: Callable, extra: Sequence[Any
     return list(as_tuple(fn(*absd, *absx)))
 
 
+def _sensitivity(cfg: Config, ex: Example, *, grad: bool) -> list[sens.Sensitivity | None] | None:
+    """The reference's sensitivity to relative perturbations of the inputs (and grad_outputs, for
+    the VJP) per result element, where the cancellation term applies (:mod:`gradcheck.sensitivity`).
+    Measured once per example and direction, and only when a comparison needs it: a result within
+    the bound without the term passes with it too, so most examples never pay for the probes."""
+    if not cfg.uses_sensitivity(grad=grad):
+        return None
+    key = "backward" if grad else "forward"
+    if key not in ex.sensitivities:
+        ex.sensitivities[key] = _measure_sensitivity(cfg, ex, grad=grad)
+    return ex.sensitivities[key]
+
+
+def _compare(
+    cfg: Config, ex: Example, actual: np.ndarray, expected: np.ndarray, tol: Any, *, mag: Any, grad: bool, index: int
+) -> Comparison:
+    """:func:`compare`, with the cancellation term added only where the plain bound is exceeded."""
+    c = compare(actual, expected, tol, dtype=cfg.dtype, magnitude=mag)
+    if c.ratio > 1 and np.isfinite(c.ratio) and tol.sens:
+        found = _sensitivity(cfg, ex, grad=grad)
+        if found is not None and found[index] is not None:
+            c = compare(actual, expected, tol, dtype=cfg.dtype, magnitude=mag, sensitivity=found[index])
+    return c
+
+
+def _measure_sensitivity(cfg: Config, ex: Example, *, grad: bool) -> list[sens.Sensitivity | None] | None:
+    if grad:
+        if cfg.reference_vjp is None or ex.ref_grads is None:
+            return None
+        present = [g for g in ex.g_arrays if g is not None]
+        return _sensitivity_of(cfg, cfg.reference_vjp, ex.arrays, list(ex.ref_grads), seed=1, extra=present, grad=True)
+    if cfg.reference is None:
+        return None
+    floats = [r if j in ex.float_outs else None for j, r in enumerate(ex.ref_out)]
+    return _sensitivity_of(cfg, cfg.reference, ex.arrays, floats, seed=0, extra=(), grad=False)
+
+
+def _sensitivity_of(
+    cfg: Config, fn: Callable, arrays: list[Any], base: list[Any], *, seed: int, extra: Sequence[Any], grad: bool
+) -> list[sens.Sensitivity | None]:
+    """:func:`gradcheck.sensitivity.sensitivity` of the reference forward or VJP ``fn``, with the
+    simulated rounding of the reference's torch model where there is one."""
+    model = cfg.ref.model if cfg.ref is not None else None
+    return sens.sensitivity(
+        fn,
+        arrays,
+        base,
+        seed=seed,
+        extra=extra,
+        rounding=model.rounding if model is not None else None,
+        rounded_fn=None if model is None else (model.vjp if grad else model.forward),
+    )
+
+
 def check_forward(cfg: Config, ex: Example) -> None:
     """Check 'forward': every output against the reference (integer outputs exactly)."""
     with timed(cfg, ex, "forward"):
@@ -292,7 +347,7 @@ def check_forward(cfg: Config, ex: Example) -> None:
                         ],
                     )
                 continue
-            c = compare(to_numpy(o), r, tol, dtype=cfg.dtype, magnitude=None if mags is None else mags[j])
+            c = _compare(cfg, ex, to_numpy(o), r, tol, mag=None if mags is None else mags[j], grad=False, index=j)
             if c.ratio > 1:
                 fail(cfg, ex, "forward", mismatch_lines(f"output {j}", c, tol))
             if c.ratio >= worst.ratio:
@@ -318,7 +373,7 @@ def check_backward(cfg: Config, ex: Example) -> None:
         for i, g in zip(ex.diff, ex.grads, strict=True):
             r = ex.ref_grads[i]
             actual = np.zeros(np.shape(r)) if g is None else to_numpy(g)
-            c = compare(actual, r, tol, dtype=cfg.dtype, magnitude=None if mags is None else mags[i])
+            c = _compare(cfg, ex, actual, r, tol, mag=None if mags is None else mags[i], grad=True, index=i)
             if c.ratio > 1:
                 fail(cfg, ex, "backward", mismatch_lines(f"grad of arg{i}", c, tol))
             if c.ratio >= worst.ratio:
@@ -534,15 +589,15 @@ def check_backward_fd(cfg: Config, ex: Example, *, h: float, seed: int, vs: list
             record(cfg, ex, "backward_fd", skipped=True)
             return None
         tol_g = cfg.tolerance(ex.arrays, grad=True)
-        lhs, bound = 0.0, 0.0
-        for i, g, v in zip(ex.diff, ex.grads, vs, strict=True):
-            a = np.zeros(np.shape(v)) if g is None else to_numpy(g)
-            lhs += float(np.sum(a * v))
-            ref = ex.ref_grads[i] if ex.ref_grads[i] is not None else a
-            mag = None if ex.grad_mags is None else ex.grad_mags[i]
-            bound += float(np.sum(tol_g.bound(np.asarray(ref, dtype=np.float64), mag) * np.abs(v)))
-        tol_total = bound + 2 * fd_err
+        lhs = sum(
+            float(np.sum((np.zeros(np.shape(v)) if g is None else to_numpy(g)) * v))
+            for g, v in zip(ex.grads, vs, strict=True)
+        )
         err = abs(lhs - est)
+        bound = _directional_bound(ex, tol_g, vs, None)
+        if err > bound + 2 * fd_err and tol_g.sens:  # the cancellation term only where it is needed
+            bound = _directional_bound(ex, tol_g, vs, _sensitivity(cfg, ex, grad=True))
+        tol_total = bound + 2 * fd_err
         c = Comparison(_ratio(err, tol_total), actual=lhs, expected=est, error=err, tol=tol_total)
         if not np.isfinite(lhs) or c.ratio > 1:
             fail(
@@ -559,6 +614,17 @@ def check_backward_fd(cfg: Config, ex: Example, *, h: float, seed: int, vs: list
             )
         record(cfg, ex, "backward_fd", c)
     return Directional(h=h, seed=seed, vs=vs, grad_outputs=grad_outputs, slopes=slopes, estimate=est, error=fd_err)
+
+
+def _directional_bound(ex: Example, tol: Any, vs: list[np.ndarray], found: list[Any] | None) -> float:
+    """The gradient tolerance summed along |v| (with the cancellation term where ``found``)."""
+    bound = 0.0
+    for i, g, v in zip(ex.diff, ex.grads, vs, strict=True):
+        ref = ex.ref_grads[i] if ex.ref_grads[i] is not None else (np.zeros(np.shape(v)) if g is None else to_numpy(g))
+        mag = None if ex.grad_mags is None else ex.grad_mags[i]
+        sen = None if found is None else found[i]
+        bound += float(np.sum(tol.bound(np.asarray(ref, dtype=np.float64), mag, sen) * np.abs(v)))
+    return bound
 
 
 def check_reference_fd(cfg: Config, ex: Example, difference: Directional) -> None:
@@ -634,6 +700,24 @@ def _impl_jacobian(
     return j_impl, j_terms
 
 
+def _jacobian_sensitivity(cfg: Config, ex: Example, tol: Any) -> np.ndarray | float:
+    """The cancellation term for Jacobian entries, one value per input element (column): the
+    sensitivity of the reference VJP with every grad_output 1, whose entry i is column i's sum (the
+    entry itself for an elementwise op). One VJP and its probes, not one per row."""
+    if not tol.sens or cfg.reference_vjp is None or ex.ref_out is None:
+        return 0.0
+    ones = [np.ones(np.shape(r)) if j in ex.float_outs else None for j, r in enumerate(ex.ref_out)]
+    present = [g for g in ones if g is not None]
+    base = as_tuple(cfg.reference_vjp(*ex.arrays, *ones))
+    found = _sensitivity_of(cfg, cfg.reference_vjp, ex.arrays, list(base), seed=2, extra=present, grad=True)
+    cols = []
+    for i in ex.diff:
+        s = found[i] if found is not None else None
+        size = int(np.size(ex.arrays[i]))
+        cols.append(np.zeros(size) if s is None else (tol.sens * s.scale + s.noise).ravel())
+    return np.concatenate(cols)[None, :]
+
+
 def check_jacobian(cfg: Config, ex: Example, *, h: float) -> None:
     """Check 'jacobian': the implementation's full Jacobian entry by entry against finite
     differences, for small inputs and outputs (``cfg.jacobian == "auto"``) or always."""
@@ -659,6 +743,8 @@ def check_jacobian(cfg: Config, ex: Example, *, h: float) -> None:
         tol = cfg.tolerance(ex.arrays, grad=True)
         bound = tol.bound(j_fd, j_terms) + 2 * j_err
         err = np.abs(j_impl - j_fd)
+        if (err > bound).any() and tol.sens:  # the cancellation term only where it is needed
+            bound = bound + _jacobian_sensitivity(cfg, ex, tol)
         ratio = np.where(np.isfinite(err), err / bound, np.inf)
         o, i_ = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
         c = Comparison(

@@ -49,11 +49,18 @@ class Comparison:
 
 
 def compare(
-    actual: np.ndarray, expected: np.ndarray, tol: Tolerance, *, dtype: torch.dtype, magnitude: np.ndarray | None
+    actual: np.ndarray,
+    expected: np.ndarray,
+    tol: Tolerance,
+    *,
+    dtype: torch.dtype,
+    magnitude: np.ndarray | None,
+    sensitivity: Any = None,
 ) -> Comparison:
     """Elementwise |actual - expected| against ``tol``; NaN matches only NaN, inf only the same inf,
     and a reference beyond the dtype's range expects the overflow (inf) the dtype gives.
-    ``magnitude`` is the sum of |terms| per element where the op declares or implies one."""
+    ``magnitude`` is the sum of |terms| per element where the op declares or implies one;
+    ``sensitivity`` the reference's sensitivity to relative perturbations (the cancellation term)."""
     expected = np.asarray(expected, dtype=np.float64)
     if expected.size == 0:
         return Comparison(0.0)
@@ -85,7 +92,11 @@ def compare(
             reason=reason,
         )
     finite = np.isfinite(exp) & np.isfinite(actual)
-    bound = tol.bound(np.where(finite, exp, 0.0), None if magnitude is None else np.where(finite, magnitude, 0.0))
+    bound = tol.bound(
+        np.where(finite, exp, 0.0),
+        None if magnitude is None else np.where(finite, magnitude, 0.0),
+        None if sensitivity is None else sensitivity.masked(finite),
+    )
     err = np.where(finite, np.abs(actual - np.where(finite, exp, 0.0)), 0.0)
     ratio = err / bound
     flat = int(np.argmax(ratio))

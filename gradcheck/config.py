@@ -10,9 +10,20 @@ import numpy as np
 import torch
 
 from gradcheck.compare import as_tuple, dtype_name, to_numpy
+from gradcheck.oracle import Reference
 from gradcheck.tolerances import Tolerance, tolerance
 
-__all__ = ["Config"]
+__all__ = ["Config", "auto_depth"]
+
+
+def auto_depth(arrays: list[Any]) -> int:
+    """K when the caller declares none: the longest dimension of any float argument, an upper bound
+    on the length of any sum a row-, column- or window-wise op takes over one argument (softmax
+    and norms over a row, a sum over a dim, attention over T and D, a matmul over its inner
+    dimension). A reduction over several dims at once is longer: declare ``depth`` for it."""
+    floats = [a for a in arrays if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating)]
+    longest = max((max(a.shape, default=1) for a in floats), default=1)
+    return max(int(longest), 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -23,9 +34,8 @@ class Config:
     name: str  # the op's name in reports
     dtype: torch.dtype  # the dtype its float inputs are cast to
     device: torch.device  # where its inputs are placed
-    reference: Callable[..., Any] | None = None  # NumPy float64 forward
-    reference_vjp: Callable[..., Any] | None = None  # NumPy float64 VJP: (*arrays, *grad_outputs) -> one per arg
-    depth: Callable[..., int] | int = 1  # K, the length of the longest sum (or a function of the arrays)
+    ref: Reference | None = None  # the float64 reference: NumPy forward (and VJP), or a torch oracle
+    depth: Callable[..., int] | int | None = None  # K, the longest sum (or a function of the arrays); None: auto
     multilinear: bool = False  # the op on absolute values gives the sum of |terms|
     ulps: float = 0.0  # extra units of roundoff (transcendental functions)
     kinks: Callable[..., float] | None = None  # distance to the nearest non-differentiable point
@@ -36,6 +46,7 @@ class Config:
     f64_impl: bool = False  # finite differences of the implementation itself at float64
     terms: Callable[..., Any] | None = None  # sum of |terms| of the forward, per output element
     vjp_terms: Callable[..., Any] | None = None  # sum of |terms| of the VJP, per input element
+    cancellation: bool = True  # bound what a correct kernel may cancel by the reference's sensitivity
     opcheck: str = "off"  # torch.library.opcheck on the custom ops fn calls: "auto" (when it calls one) or "off"
     opcheck_examples: int | None = None  # opcheck only the first N examples of each custom op (None: all)
     # the budget's state, per custom op: examples opcheck'ed so far, and the ops that failed (those
@@ -44,11 +55,24 @@ class Config:
     opcheck_failed: set[str] = field(default_factory=set, compare=False, repr=False)
 
     @property
+    def reference(self) -> Callable[..., tuple] | None:
+        """The float64 forward: ``(*arrays) -> tuple of arrays``."""
+        return self.ref.forward if self.ref is not None else None
+
+    @property
+    def reference_vjp(self) -> Callable[..., tuple] | None:
+        """The float64 VJP ``(*arrays, *grad_outputs) -> one entry per argument``, where there is one
+        (a NumPy VJP given, or a torch oracle's autograd)."""
+        return self.ref.vjp if self.ref is not None and self.ref.vjp_known else None
+
+    @property
     def dname(self) -> str:
         """The dtype as reports name it (``float32/tf32`` on the TF32 row)."""
         return dtype_name(self.dtype) + ("/tf32" if self.tf32 else "")
 
     def depth_of(self, arrays: list[Any]) -> int:
+        if self.depth is None:
+            return auto_depth(arrays)
         return int(self.depth(*arrays)) if callable(self.depth) else int(self.depth)
 
     def tolerance(self, arrays: list[Any], *, grad: bool) -> Tolerance:
@@ -60,7 +84,15 @@ class Config:
             grad=grad,
             tf32=self.tf32,
             stored_terms=(self.vjp_terms if grad else self.terms) is not None,
+            cancellation=self.uses_sensitivity(grad=grad),
         )
+
+    def uses_sensitivity(self, *, grad: bool) -> bool:
+        """The cancellation term applies unless an expert bound replaces it: ``terms`` (forward) or
+        ``vjp_terms`` (backward), or a multilinear op's sum of |terms|."""
+        if not self.cancellation or self.multilinear:
+            return False
+        return (self.vjp_terms if grad else self.terms) is None
 
     def reference_forward(self, arrays: list[Any]) -> list[np.ndarray]:
         return [np.asarray(o) for o in as_tuple(self.reference(*arrays))]

@@ -39,6 +39,7 @@ from gradcheck.compare import as_tuple
 from gradcheck.config import Config
 from gradcheck.example import Example, describe, draw_grad_output, place_args, prepare_args, values_of
 from gradcheck.hooks import default_device
+from gradcheck.oracle import Reference
 from gradcheck.report import Report, VerificationError
 
 __all__ = ["check_gradients", "hypothesis_test", "run_example", "verify"]
@@ -226,7 +227,7 @@ def verify(
     dtypes: Sequence[torch.dtype] = (torch.float32,),
     name: str | None = None,
     max_examples: int | None = None,
-    depth: Callable[..., int] | int = 1,
+    depth: Callable[..., int] | int | None = None,
     multilinear: bool = False,
     ulps: float = 0.0,
     kinks: Callable[..., float] | None = None,
@@ -239,6 +240,7 @@ def verify(
     vjp_terms: Callable[..., Any] | None = None,
     opcheck: str = "auto",
     opcheck_examples: int | str | None = "profile",
+    rounding_model: Callable[..., Any] | None = None,
 ) -> Report:
     """Verify ``fn`` forward and backward on inputs drawn from ``inputs``, at each of ``dtypes``.
 
@@ -246,9 +248,21 @@ def verify(
     tensors, plain values), or a function dtype -> such a strategy. ``reference(*arrays)`` is the
     NumPy float64 forward; ``reference_vjp(*arrays, *grad_outputs)`` returns one gradient per
     argument (None: no gradient). Without a reference, ``fn`` at float64 stands in for it (then
-    include float64 in what ``fn`` supports). ``depth``, ``multilinear``, ``ulps`` feed the
-    tolerance (see ``gradcheck.tolerances``); ``kinks`` is the distance to the nearest
-    non-differentiable point; ``jacobian`` is "auto" (full Jacobian for small inputs), "off" or
+    include float64 in what ``fn`` supports). ``reference`` may also be a torch callable
+    (``F.layer_norm``, a module, a lambda calling torch): it then runs in float64 on the CPU and its
+    VJP comes from torch.autograd, itself checked against finite differences ('reference_fd').
+    ``depth``, ``multilinear``, ``ulps`` feed the tolerance (see ``gradcheck.tolerances``): they
+    tighten it, none is needed. ``depth`` (K, the longest sum) defaults to the longest dimension of
+    any float argument (:func:`gradcheck.config.auto_depth`); where results cancel, the bound
+    scales with the reference's sensitivity to relative perturbations of the inputs and
+    grad_outputs (:mod:`gradcheck.sensitivity`), unless ``multilinear``, ``terms`` or
+    ``vjp_terms`` give the exact sum of |terms|. A torch oracle, or ``rounding_model`` (a torch
+    callable of the same function, next to a NumPy reference; ``verify_op`` gives the catalog's
+    ``torch_fn``), is also run with every intermediate result perturbed at one unit of roundoff
+    (:class:`gradcheck.oracle.SimulatedRounding`), which shows cancellation inside the algorithm:
+    a backward computed from the rounded forward output, a norm at hidden size 1. The term is
+    measured only for examples that exceed the bound without it. ``kinks`` is the distance to the
+    nearest non-differentiable point; ``jacobian`` is "auto" (full Jacobian for small inputs), "off" or
     "always"; ``tf32`` selects the TF32 row for fp32 (default: on when an fp32 matmul would use
     it, i.e. ``torch.get_float32_matmul_precision() != "highest"``, and the op is ``multilinear``).
     ``terms(*arrays)`` / ``vjp_terms(*arrays, *grad_outputs)`` give the sum of |terms| per element
@@ -294,6 +308,7 @@ def verify(
         raise ValueError(f"max_examples must be >= 1, got {max_examples}")
     name = name or getattr(fn, "__name__", None) or getattr(fn, "_qualname", None) or type(fn).__name__
     dev = torch.device(device) if device is not None else default_device()
+    ref = Reference(reference, reference_vjp, rounding_model=rounding_model) if reference is not None else None
     report = Report(name)
     first_error: VerificationError | None = None
     t_start = time.perf_counter()
@@ -309,8 +324,7 @@ def verify(
             name=name,
             dtype=dtype,
             device=dev,
-            reference=reference,
-            reference_vjp=reference_vjp,
+            ref=ref,
             depth=depth,
             multilinear=multilinear,
             ulps=ulps,

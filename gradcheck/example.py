@@ -67,6 +67,7 @@ class Example:
     diff: list[int] = field(default_factory=list)  # positions of the differentiable arguments
     grads: tuple | None = None  # the implementation's gradients for ``diff``
     grad_mags: list[np.ndarray] | None = None  # sum of |terms| per gradient element, where known
+    sensitivities: dict[str, Any] = field(default_factory=dict)  # "forward"/"backward": measured when needed
     op_calls: dict[str, Any] = field(default_factory=dict)  # custom op name -> its recorded call (an OpCall)
     opcheck_done: dict[str, set[str]] = field(default_factory=dict)  # custom op -> opcheck tests run on it
     opcheck_skipped: set[str] = field(default_factory=set)  # custom ops past their opcheck budget

@@ -22,14 +22,15 @@ def verify_op(
     max_examples: int | None = None,
     device: torch.device | str | None = None,
     opcheck: str = "auto",
-    opcheck_examples: int | None = None,
+    opcheck_examples: int | str | None = "profile",
 ) -> Report:
     """Verify the catalog op ``name`` at the spec's dtypes (or ``dtypes``): any callable with the
     op's signature (``impl``; e.g. ``torch_fn``, or your kernel), or, with ``impl=None``, the
     implementation registered for ``name`` (this project's Triton kernels, through their entry
     point). ``device`` defaults to the registered implementation's device, else the engine's
     default (CUDA when available). ``opcheck``/``opcheck_examples`` are ``verify``'s: a custom op
-    the implementation calls is opchecked on every example (or the first N). Raises
+    the implementation calls is opchecked on the first N examples (the active profile's bound by
+    default; None: every example). Raises
     VerificationError on a failure."""
     spec = get_spec(name)
     chosen = tuple(dtypes) if dtypes is not None else spec.dtypes
@@ -62,4 +63,5 @@ def verify_op(
         vjp_terms=spec.vjp_terms,
         opcheck=opcheck,
         opcheck_examples=opcheck_examples,
+        rounding_model=spec.torch_fn,
     )

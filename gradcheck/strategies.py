@@ -26,12 +26,14 @@ __all__ = [
     "LARGE_SIZES",
     "ConvGeometry",
     "PoolGeometry",
+    "attention_inputs",
     "broadcastable_shapes",
     "class_targets",
     "conv2d_geometries",
     "directions",
     "matmul_shapes",
     "pool2d_geometries",
+    "rows_with_params",
     "shapes",
     "sides",
     "tensors",
@@ -461,6 +463,71 @@ def class_targets(
         p = draw(st.sampled_from((0.0, p_ignore, p_ignore, 1.0)))
         t = np.where(rng.random(shp) < p, ignore_index, t)
     return torch.from_numpy(np.asarray(t, dtype=np.int64))
+
+
+def _check_rows_args(*, params=0, max_hidden=64, max_rows=300, max_numel=1 << 14, **_):
+    _check_int("params", params)
+    _check_int("max_hidden", max_hidden, 1)
+    _check_int("max_rows", max_rows, 1)
+    _check_int("max_numel", max_numel, 1)
+
+
+@_eager(_check_rows_args)
+@st.composite
+def rows_with_params(
+    draw,
+    *,
+    params: int = 0,
+    max_hidden: int = 64,
+    max_rows: int = 300,
+    max_numel: int = 1 << 14,
+    large: bool = True,
+    elements: str | st.SearchStrategy[str] = "normal",
+) -> tuple[torch.Tensor, ...]:
+    """``(x, *p)``: ``x`` of shape ``(*lead, D)`` with 0 to 2 leading dims, and ``params`` tensors
+    of shape ``(D,)`` (a norm's weight and bias, per-feature parameters of the last dim).
+
+    ``D`` is usually in [1, ``max_hidden``], sometimes awkward (not a power of two: 17, 127, 1000)
+    and, with ``large``, now and then past 2048. The row count crosses multiples of the usual block
+    sizes (16 to 256: 17, 33, 65, 129, 257 rows, up to ``max_rows``), where a partial-sum buffer
+    sized with floor drops the last block. ``max_numel`` bounds ``x``'s size (rows shrink first)."""
+    d = draw(sides(min_side=1, max_side=max_hidden, awkward=True, large=large))
+    rows_cap = max(1, min(max_rows, max_numel // d))
+    block_tails = [r for r in (17, 33, 65, 129, 257) if r <= rows_cap]
+    tails = [st.sampled_from(block_tails)] if block_tails else []
+    n_rows = draw(st.one_of(st.integers(1, min(rows_cap, 8)), *tails))
+    if n_rows == 1:
+        lead: tuple[int, ...] = draw(st.sampled_from([(), (1,)]))
+    elif draw(st.booleans()):
+        lead = (n_rows,)
+    else:
+        first = draw(st.sampled_from([f for f in (1, 2, 3) if n_rows % f == 0]))
+        lead = (first, n_rows // first)
+    x = draw(tensors((*lead, d), elements=elements))
+    ps = tuple(draw(tensors((d,), expand=False)) for _ in range(params))
+    return (x, *ps)
+
+
+def _check_attention_args(*, max_batch=2, max_heads=3, max_seq=64, max_head_dim=64, **_):
+    for name, value in (("max_batch", max_batch), ("max_heads", max_heads), ("max_seq", max_seq)):
+        _check_int(name, value, 1)
+    _check_int("max_head_dim", max_head_dim, 1)
+
+
+@_eager(_check_attention_args)
+@st.composite
+def attention_inputs(
+    draw, *, max_batch: int = 2, max_heads: int = 3, max_seq: int = 64, max_head_dim: int = 64
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(q, k, v)`` of shape ``(B, H, T, D)``: T and D usually small, sometimes awkward (not powers
+    of two: 17, 33, 65 ...) up to ``max_seq`` / ``max_head_dim``, odd head dims included."""
+    b = draw(st.integers(1, max_batch))
+    h = draw(st.integers(1, max_heads))
+    t = draw(sides(min_side=1, max_side=min(max_seq, 9), awkward=True, large=False).filter(lambda n: n <= max_seq))
+    d = draw(
+        sides(min_side=1, max_side=min(max_head_dim, 9), awkward=True, large=False).filter(lambda n: n <= max_head_dim)
+    )
+    return tuple(draw(tensors((b, h, t, d))) for _ in range(3))
 
 
 def directions(rng: np.random.Generator, shape: Sequence[int]) -> np.ndarray:

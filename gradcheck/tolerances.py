@@ -22,6 +22,7 @@ Every bound is derived, not tuned (see DESIGN.md, "Tolerances"):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -84,15 +85,21 @@ class Tolerance:
     floor: float  # coefficient of the tensor's largest |ref| (normwise term)
     depth: int
     stored: float = 0.0  # coefficient of the magnitude for intermediates stored at the output dtype
+    sens: float = 0.0  # coefficient of the reference's sensitivity to relative input perturbations
 
-    def bound(self, ref: np.ndarray, magnitude: np.ndarray | None) -> np.ndarray:
+    def bound(self, ref: np.ndarray, magnitude: np.ndarray | None, sensitivity: Any = None) -> np.ndarray:
+        """The bound per element; ``sensitivity`` (a :class:`gradcheck.sensitivity.Sensitivity`)
+        adds ``sens`` times its scale and the float64 reference's own noise."""
         aref = np.abs(np.nan_to_num(ref, nan=0.0, posinf=0.0, neginf=0.0))
         mag = aref if magnitude is None else np.abs(np.nan_to_num(magnitude, nan=0.0, posinf=0.0, neginf=0.0))
         scale = float(aref.max()) if aref.size else 0.0
         floor = self.floor * scale if magnitude is None else 0.0
         # the smallest positive normal of the row's dtype: results below it are flushed or subnormal
         tiny = float(torch.finfo(TABLE[self.row].dtype).tiny)
-        return self.rel * aref + (self.acc + self.stored) * mag + floor + tiny
+        bound = self.rel * aref + (self.acc + self.stored) * mag + floor + tiny
+        if sensitivity is not None and self.sens:
+            bound = bound + self.sens * sensitivity.scale + sensitivity.noise
+        return bound
 
     def describe(self) -> str:
         u = TABLE[self.row]
@@ -100,6 +107,7 @@ class Tolerance:
             f"{self.row} row (u_out={u.u_out:.2g}, u_acc={u.u_acc:.2g}, u_mul={u.u_mul:.2g}): "
             f"|err| <= {self.rel:.3g}*|ref| + {self.acc:.3g}*sum|terms| (K={self.depth})"
             + (f" + {self.floor:.3g}*max|ref|" if self.floor else "")
+            + (f" + {self.sens:.3g}*sensitivity (cancellation)" if self.sens else "")
         )
 
 
@@ -111,6 +119,7 @@ def tolerance(
     grad: bool = False,
     tf32: bool = False,
     stored_terms: bool = False,
+    cancellation: bool = False,
 ) -> Tolerance:
     """Tolerance for a result of ``dtype`` from an accumulation of length ``depth``.
 
@@ -125,7 +134,9 @@ def tolerance(
     acc = factor * ((k + 1) * u.u_acc + 2 * u.u_mul)
     floor = factor * (ROUNDING_UNITS * u.u_out + (k + 1) * u.u_acc + 2 * u.u_mul)
     stored = factor * ROUNDING_UNITS * u.u_out if stored_terms else 0.0
-    return Tolerance(row=row, rel=rel, acc=acc, floor=floor, depth=k, stored=stored)
+    return Tolerance(
+        row=row, rel=rel, acc=acc, floor=floor, depth=k, stored=stored, sens=floor if cancellation else 0.0
+    )
 
 
 def assert_close(

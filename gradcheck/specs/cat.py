@@ -50,7 +50,6 @@ def _cat_inputs(draw, dtype: torch.dtype):
     return (*tensors, dim)
 
 
-
 SPECS = [
     OpSpec(
         name="cat",
