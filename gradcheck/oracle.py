@@ -226,9 +226,11 @@ class Reference:
     :class:`SimulatedRounding` to scale what a correct kernel may cancel (see :attr:`model`).
 
     ``kind`` is "numpy", "torch", or None until the first call decides it: without a VJP, a callable
-    not recognised as torch's is called with NumPy arrays; if it rejects them, or answers in
-    tensors, or also answers float64 tensors with tensors of the same shapes, it is a torch oracle
-    (its VJP then comes from autograd). An exception inside the reference is re-raised naming it."""
+    not recognised as torch's is called with NumPy arrays; if it rejects them (and accepts float64
+    tensors) or answers in tensors, it is a torch oracle (its VJP then comes from autograd). A
+    callable that works on both (``lambda x: x.sum(0)``) is taken as NumPy code without a VJP
+    (finite differences judge the backward): pass ``functools.partial(torch.sum, dim=0)`` or a
+    function calling ``torch.*`` to get the oracle's VJP. An exception inside the reference is re-raised naming it."""
 
     def __init__(
         self,
@@ -273,25 +275,11 @@ class Reference:
             return outs
         except Exception as e:
             raise _reference_error(self.name, arrays, e) from e
-        if any(isinstance(o, torch.Tensor) for o in outs) or self._answers_in_tensors(arrays, like=outs):
-            # a torch callable (some accept NumPy arrays too: ``lambda x: x.sum(0)``): as an oracle
-            # it gives a VJP as well
+        if any(isinstance(o, torch.Tensor) for o in outs):  # took arrays but answers in tensors
             self._become_torch()
             return self._guarded(self.oracle.forward, arrays)
         self.kind = "numpy"
         return outs
-
-    def _answers_in_tensors(self, arrays: Sequence[Any], *, like: Sequence[Any]) -> bool:
-        """Whether the reference, called with float64 tensors, returns tensors of the shapes it
-        returned arrays of (``like``): then it is a torch callable that also accepts NumPy arrays."""
-        try:
-            with torch.no_grad():
-                outs = as_tuple(self._forward(*[_to_torch(a) for a in arrays]))
-        except Exception:
-            return False
-        return len(outs) == len(like) and all(
-            isinstance(o, torch.Tensor) and tuple(o.shape) == np.shape(r) for o, r in zip(outs, like, strict=True)
-        )
 
     @property
     def vjp_known(self) -> bool:

@@ -35,11 +35,11 @@ def _columns() -> st.SearchStrategy:
 
 
 def _torch_sum0(x: torch.Tensor) -> torch.Tensor:
-    return x.sum(0)
+    return torch.sum(x, 0)  # torch.*, not x.sum(0): that runs on NumPy arrays too, and NumPy code gets no VJP
 
 
 def _torch_mean_last(x: torch.Tensor) -> torch.Tensor:
-    return x.mean(-1)
+    return torch.mean(x, -1)
 
 
 def _torch_layer_norm(x, w, b):
