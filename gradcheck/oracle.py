@@ -61,6 +61,14 @@ def _to_numpy(o: Any) -> Any:
     return np.asarray(o)
 
 
+@functools.cache
+def _decompositions() -> dict:
+    """torch's registered decompositions (built once: building the table costs ~0.5 s)."""
+    from torch._decomp import core_aten_decompositions, decomposition_table
+
+    return {**decomposition_table, **core_aten_decompositions()}
+
+
 class SimulatedRounding(TorchDispatchMode):
     """Every aten op's floating result multiplied by ``1 + eta * r``, ``r`` uniform in [-1, 1] per
     element (seeded): a rounding error of relative size up to ``eta`` after each operation (Monte
@@ -77,9 +85,7 @@ class SimulatedRounding(TorchDispatchMode):
         super().__init__()
         self.eta = eta
         self.generator = torch.Generator().manual_seed(seed)
-        from torch._decomp import core_aten_decompositions, decomposition_table
-
-        self.table = {**decomposition_table, **core_aten_decompositions()}
+        self.table = _decompositions()
 
     def _perturb(self, t: Any) -> Any:
         if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() and t.device.type == "cpu":

@@ -1,6 +1,6 @@
 """Hypothesis profiles for verification runs: registered on import, loaded only when asked for.
 
-``dev`` (10 examples), ``ci`` (25, derandomized, no database, no deadline), ``thorough`` (1000),
+``dev`` (10 examples), ``ci`` (15, derandomized, no database, no deadline), ``thorough`` (1000),
 ``gpu`` (100, derandomized). Registering a profile changes nothing; a suite, the command line or a
 test run picks one with :func:`load` (``--gradcheck-profile NAME`` or ``GRADCHECK_PROFILE=NAME``).
 """
@@ -36,7 +36,7 @@ _REPLAYABLE = {"deadline": None, "derandomize": True, "database": None, "print_b
 PREFIX = "gradcheck-"
 
 settings.register_profile(PREFIX + "dev", max_examples=10, deadline=None, suppress_health_check=_SLOW_OK)
-settings.register_profile(PREFIX + "ci", max_examples=25, suppress_health_check=_SLOW_OK, **_REPLAYABLE)
+settings.register_profile(PREFIX + "ci", max_examples=15, suppress_health_check=_SLOW_OK, **_REPLAYABLE)
 settings.register_profile(PREFIX + "thorough", max_examples=1000, deadline=None, suppress_health_check=_SLOW_OK)
 settings.register_profile(PREFIX + "gpu", max_examples=100, suppress_health_check=_SLOW_OK, **_REPLAYABLE)
 
@@ -46,7 +46,7 @@ PROFILES = ("dev", "ci", "thorough", "gpu")
 #: AOT-dispatch test alone costs 3 calls and 2 backwards plus ~0.15 s of tracing per example
 #: (measured on relu under the Triton interpreter: 0.3-0.5 s per example, about 3x the rest of
 #: the verification), so a profile bounds it; under any other profile every example runs it.
-OPCHECK_EXAMPLES: dict[str, int] = {"dev": 2, "ci": 3, "thorough": 100, "gpu": 25}
+OPCHECK_EXAMPLES: dict[str, int] = {"dev": 2, "ci": 2, "thorough": 100, "gpu": 25}
 
 
 def default_profile() -> str:
