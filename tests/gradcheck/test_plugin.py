@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import settings
 
 #: An unrelated suite: it records what its test saw (settings, environment, imported modules).
 UNRELATED_TEST = """
@@ -86,4 +87,4 @@ def test_the_environment_variable_asks_for_a_profile(pytester, monkeypatch):
     monkeypatch.setenv("RECORD", str(record))
     pytester.makepyfile(test_unrelated=UNRELATED_TEST)
     pytester.runpytest_subprocess("-p", "no:cacheprovider").assert_outcomes(passed=2)
-    assert json.loads(record.read_text())["max_examples"] == 25
+    assert json.loads(record.read_text())["max_examples"] == settings.get_profile("gradcheck-ci").max_examples

@@ -59,6 +59,9 @@ KNOWN_FAILURES: dict[tuple[str, str], str] = {
 KNOWN_FAILURES.update(
     {("max_pool2d", d): KNOWN_FAILURES[("max_pool2d", "float32")] for d in ("float16", "bfloat16", "float64")}
 )
+#: Known failures whose failing input the short ci profile (15 examples) does not always reach:
+#: not strict there (mul f16: the broadcast operand's rounded products need a wide broadcast).
+RARE = {("mul", "float16")}
 #: Ops whose torch implementation can kill the process on a drawn input: run in a child process.
 ISOLATED = {"max_pool2d"}
 
@@ -72,7 +75,7 @@ CASES = [
             pytest.mark.xfail(
                 reason=KNOWN_FAILURES[(name, _id(dtype))],
                 # derandomized (ci, gpu): the same examples fail every run, so a fix shows as XPASS
-                strict=hypothesis.settings().derandomize and name not in ISOLATED,
+                strict=hypothesis.settings().derandomize and name not in ISOLATED and (name, _id(dtype)) not in RARE,
             )
         ]
         if (name, _id(dtype)) in KNOWN_FAILURES
