@@ -1,6 +1,6 @@
 """Hypothesis profiles for verification runs: registered on import, loaded only when asked for.
 
-``dev`` (10 examples), ``ci`` (15, derandomized, no database, no deadline), ``thorough`` (1000),
+``dev`` (10 examples), ``ci`` (10, derandomized, no database, no deadline), ``thorough`` (1000),
 ``gpu`` (100, derandomized). Registering a profile changes nothing; a suite, the command line or a
 test run picks one with :func:`load` (``--gradcheck-profile NAME`` or ``GRADCHECK_PROFILE=NAME``).
 """
@@ -36,7 +36,7 @@ _REPLAYABLE = {"deadline": None, "derandomize": True, "database": None, "print_b
 PREFIX = "gradcheck-"
 
 settings.register_profile(PREFIX + "dev", max_examples=10, deadline=None, suppress_health_check=_SLOW_OK)
-settings.register_profile(PREFIX + "ci", max_examples=15, suppress_health_check=_SLOW_OK, **_REPLAYABLE)
+settings.register_profile(PREFIX + "ci", max_examples=10, suppress_health_check=_SLOW_OK, **_REPLAYABLE)
 settings.register_profile(PREFIX + "thorough", max_examples=1000, deadline=None, suppress_health_check=_SLOW_OK)
 settings.register_profile(PREFIX + "gpu", max_examples=100, suppress_health_check=_SLOW_OK, **_REPLAYABLE)
 

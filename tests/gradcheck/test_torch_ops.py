@@ -59,7 +59,7 @@ KNOWN_FAILURES: dict[tuple[str, str], str] = {
 KNOWN_FAILURES.update(
     {("max_pool2d", d): KNOWN_FAILURES[("max_pool2d", "float32")] for d in ("float16", "bfloat16", "float64")}
 )
-#: Known failures whose failing input the short ci profile (15 examples) does not always reach:
+#: Known failures whose failing input the short ci profile (10 examples) does not always reach:
 #: not strict there (mul f16: the broadcast operand's rounded products need a wide broadcast).
 RARE = {("mul", "float16")}
 #: Ops whose torch implementation can kill the process on a drawn input: run in a child process.

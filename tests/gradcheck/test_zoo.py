@@ -1,6 +1,6 @@
 """The engine proves itself: every mutant of the zoo is rejected by the check meant to catch it, every twin passes.
 
-The active Hypothesis profile decides the examples (``ci``: 15, derandomized). The rejection tests
+The active Hypothesis profile decides the examples (``ci``: 10, derandomized). The rejection tests
 skip Hypothesis' shrink phase unless ``GRADCHECK_ZOO_SHRINK=1``: whether a mutant is rejected, and
 by which check, is settled by the first failing example, while shrinking it to a minimal one costs
 hundreds of reruns per mutant (minutes for the whole zoo). ``test_failure_message_*`` shrinks, so
