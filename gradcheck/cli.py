@@ -165,11 +165,8 @@ def _verify_main(argv: Sequence[str]) -> int:
             progress.advance(task)
             if not console.is_terminal:  # a log file or CI: one plain line per row, as it finishes
                 verdict = "pass" if error is None else f"FAIL ({error.check})"
-                print(
-                    f"[{len(results)}/{len(jobs)}] {name} [{dname}] {verdict} in {seconds:.1f}s",
-                    file=sys.stderr,
-                    flush=True,
-                )
+                print(f"[{len(results)}/{len(jobs)}] {name} [{dname}] {verdict} in {seconds:.1f}s", file=sys.stderr,
+                      flush=True)
             if args.json:  # written as it goes, so a run cut short keeps what it finished
                 _write_json(args.json, results, time.perf_counter() - started, partial=len(results) < len(jobs))
 
@@ -202,7 +199,10 @@ def _verify_main(argv: Sequence[str]) -> int:
         table.add_row(row["op"], row["dtype"], *cells, str(fwd.get("examples", 0)), f"{row['seconds']:.1f}s", result)
     console.print(table)
     total = time.perf_counter() - started
-    console.print(f"{len(results) - len(failures)} passed, {len(failures)} failed in {total:.1f}s (kernels: {_mode()})")
+    console.print(
+        f"{len(results) - len(failures)} passed, {len(failures)} failed in {total:.1f}s "
+        f"(kernels: {_mode()})"
+    )
     for e in failures:
         console.rule(f"[red]{e.op} [{e.dtype}]: {e.check}")
         print(str(e))

@@ -50,6 +50,7 @@ def _cat_inputs(draw, dtype: torch.dtype):
     return (*tensors, dim)
 
 
+
 SPECS = [
     OpSpec(
         name="cat",

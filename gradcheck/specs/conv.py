@@ -60,6 +60,7 @@ def _conv_depth(x, w, b, stride, padding, dilation, groups) -> int:
     return max(w.shape[1] * kh * kw, (w.shape[0] // groups) * kh * kw, batch * out_h * out_w)
 
 
+
 SPECS = [
     OpSpec(
         name="conv2d",

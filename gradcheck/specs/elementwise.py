@@ -64,13 +64,8 @@ def _exp_inputs(dtype: torch.dtype):
     finite difference cannot compare an inf)."""
     limit = 8.0 if dtype == torch.float16 else None
     shape = gs.shapes(min_dims=0, max_dims=4, max_numel=MAX_NUMEL)
-    x = gs.tensors(
-        shape,
-        elements="normal",
-        scale=st.sampled_from((1.0, 3.0)),
-        min_value=-limit if limit else None,
-        max_value=limit,
-    )
+    x = gs.tensors(shape, elements="normal", scale=st.sampled_from((1.0, 3.0)),
+                   min_value=-limit if limit else None, max_value=limit)
     return x.map(lambda x: (x,))
 
 

@@ -146,6 +146,7 @@ def _torch_linear_relu(x, w, b=None):
     return F.relu(F.linear(x, w, b))
 
 
+
 SPECS = [
     OpSpec(
         name="matmul",

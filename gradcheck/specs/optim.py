@@ -23,15 +23,8 @@ def _torch_sgd(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov
     """The same step through torch.optim.SGD (for benchmarks): a fresh optimizer on a copy."""
     p = param.detach().clone().requires_grad_(True)
     p.grad = grad.detach().clone()
-    opt = torch.optim.SGD(
-        [p],
-        lr=lr,
-        momentum=momentum,
-        dampening=dampening,
-        weight_decay=weight_decay,
-        nesterov=nesterov,
-        maximize=maximize,
-    )
+    opt = torch.optim.SGD([p], lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                          nesterov=nesterov, maximize=maximize)
     if momentum != 0 and not first_step:
         opt.state[p]["momentum_buffer"] = buf.detach().clone()
     opt.step()

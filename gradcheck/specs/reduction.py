@@ -88,6 +88,7 @@ def _arg_extreme_kinks(x, dim, keepdim) -> float:
     return min(_gap(x, ax), _gap(-x, ax))
 
 
+
 def _reduction_spec(name: str, inputs, doc: str, **extra) -> OpSpec:
     return OpSpec(
         name=name,
@@ -101,39 +102,16 @@ def _reduction_spec(name: str, inputs, doc: str, **extra) -> OpSpec:
 
 
 SPECS = [
-    _reduction_spec(
-        "sum",
-        _sum_inputs,
-        "sum over dim (int, tuple, None or ()), keepdim; fp32 accumulation; grad: g broadcast back (a stride-0 view)",
-        depth=_reduction_length,
-        multilinear=True,
-    ),
-    _reduction_spec(
-        "mean",
-        _sum_inputs,
-        "mean over dim, keepdim; fp32 accumulation, NaN for no elements; grad: g/K broadcast back",
-        depth=_reduction_length,
-        multilinear=True,
-    ),
-    _reduction_spec(
-        "amax",
-        _extreme_inputs,
-        "largest element over dim (() = all), NaN-propagating; grad split evenly among ties, as torch",
-        kinks=_extreme_kinks,
-    ),
-    _reduction_spec(
-        "amin", _extreme_inputs, "smallest element over dim; grad split evenly among ties", kinks=_extreme_kinks
-    ),
-    _reduction_spec(
-        "max",
-        _arg_extreme_inputs,
-        "(values, indices) along dim: the first maximum, or the first NaN; grad to the indexed element",
-        kinks=_arg_extreme_kinks,
-    ),
-    _reduction_spec(
-        "min",
-        _arg_extreme_inputs,
-        "(values, indices) along dim: the first minimum, or the first NaN; grad to the indexed element",
-        kinks=_arg_extreme_kinks,
-    ),
+    _reduction_spec("sum", _sum_inputs, "sum over dim (int, tuple, None or ()), keepdim; fp32 accumulation; "
+                    "grad: g broadcast back (a stride-0 view)", depth=_reduction_length, multilinear=True),
+    _reduction_spec("mean", _sum_inputs, "mean over dim, keepdim; fp32 accumulation, NaN for no elements; "
+                    "grad: g/K broadcast back", depth=_reduction_length, multilinear=True),
+    _reduction_spec("amax", _extreme_inputs, "largest element over dim (() = all), NaN-propagating; "
+                    "grad split evenly among ties, as torch", kinks=_extreme_kinks),
+    _reduction_spec("amin", _extreme_inputs, "smallest element over dim; grad split evenly among ties",
+                    kinks=_extreme_kinks),
+    _reduction_spec("max", _arg_extreme_inputs, "(values, indices) along dim: the first maximum, or the first "
+                    "NaN; grad to the indexed element", kinks=_arg_extreme_kinks),
+    _reduction_spec("min", _arg_extreme_inputs, "(values, indices) along dim: the first minimum, or the first "
+                    "NaN; grad to the indexed element", kinks=_arg_extreme_kinks),
 ]
