@@ -307,13 +307,13 @@ class Reference:
             raise _reference_error(self.name, arrays, e, what=what) from e
 
 
-class ReferenceError_(RuntimeError):
+class ReferenceFailure(RuntimeError):
     """The reference itself raised: not a verdict on the implementation."""
 
 
-def _reference_error(name: str, arrays: Sequence[Any], error: Exception, what: str = "forward") -> ReferenceError_:
+def _reference_error(name: str, arrays: Sequence[Any], error: Exception, what: str = "forward") -> ReferenceFailure:
     shapes = ", ".join(f"{a.dtype}{list(a.shape)}" if isinstance(a, np.ndarray) else repr(a) for a in arrays)
-    return ReferenceError_(
+    return ReferenceFailure(
         f"the reference's {what} ({name}) raised {type(error).__name__}: {error}\n  on arguments ({shapes}); "
         "a NumPy reference gets float64 arrays and plain values, a torch callable float64 CPU tensors"
     )
