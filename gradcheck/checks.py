@@ -25,10 +25,11 @@ from gradcheck.compare import Comparison, as_tuple, compare, dtype_name, format_
 from gradcheck.config import Config
 from gradcheck.example import Example, place_args, values_of
 from gradcheck.hooks import poisoned
-from gradcheck.report import CHECKS, VerificationError
+from gradcheck.report import CHECKS, VerificationError, failure_class
 
 __all__ = [
     "JACOBIAN_MAX",
+    "HeldOut",
     "call_backward",
     "call_impl",
     "check_backward",
@@ -50,6 +51,10 @@ __all__ = [
     "timed",
 ]
 
+class HeldOut(Exception):
+    """A held-out check failed: the failure was reported already; the example skips that check."""
+
+
 #: Full-Jacobian mode when both the differentiable inputs and the outputs have at most this many elements.
 JACOBIAN_MAX = 16
 
@@ -61,8 +66,11 @@ NAN = float("nan")
 # ---------------------------------------------------------------------------------------------
 
 
-def fail(cfg: Config, ex: Example, check: str, lines: Sequence[str], **details: Any) -> NoReturn:
-    """Raise the failure of ``check``: which op, dtype and check, ``lines``, the example, how to replay."""
+def fail(cfg: Config, ex: Example, check: str, lines: Sequence[str], *, subject: str = "", **details: Any) -> NoReturn:
+    """Raise the failure of ``check`` on ``subject`` (the argument or output it is about, if one):
+    which op, dtype and check, ``lines``, the example, how to replay. The exception's class is the
+    failure's identity (:func:`gradcheck.report.failure_class`); its details carry the layouts the
+    arguments had, from which ``verify`` tells a layout the implementation does not support."""
     head = f"{cfg.name} [{cfg.dname}]: check '{check}' failed ({CHECKS[check]})"
     body = "\n".join("  " + ln for ln in lines if ln)
     if hypothesis.settings().database is not None:
@@ -72,7 +80,12 @@ def fail(cfg: Config, ex: Example, check: str, lines: Sequence[str], **details: 
         )
     else:
         replay = "  replay: decorate a test with the @reproduce_failure line printed with this report to rerun it."
-    raise VerificationError(
+    if check in cfg.held_out:  # a defect already reported: this example goes on without the check
+        ex.report.stat(cfg.dname, check).skipped += 1
+        raise HeldOut(check)
+    details.setdefault("layouts", {i: layout.kind for i, layout in ex.layouts.items()})
+    details.setdefault("subject", subject)
+    raise failure_class(check, subject)(
         f"{head}\n{body}\n{ex.context}\n{replay}", op=cfg.name, dtype=cfg.dname, check=check, details=details
     )
 
@@ -116,7 +129,16 @@ def check_raises(cfg: Config, ex: Example, what: str) -> Iterator[None]:
     except VerificationError:
         raise
     except Exception as e:
-        fail(cfg, ex, "raises", [f"{what} raised {type(e).__name__}: {e}"])
+        if "raises" in cfg.held_out:  # a crash already reported: draws it rejects are not run
+            ex.report.stat(cfg.dname, "raises").skipped += 1
+            hypothesis.reject()
+        lines = [f"{what} raised {type(e).__name__}: {e}"]
+        if what == "the backward" and "does not require grad" in str(e):
+            lines.append(
+                "hint: the outputs are not connected to the inputs by autograd. A forward-only implementation "
+                "is verified with backward=False; an autograd.Function must return its outputs from apply()"
+            )
+        fail(cfg, ex, "raises", lines, subject=what)
 
 
 def call_impl(cfg: Config, ex: Example, args: Sequence[Any], *, fill: float, record: bool = False) -> tuple:
@@ -143,7 +165,7 @@ def call_backward(
 ) -> tuple:
     """The implementation's gradients of ``outs`` with respect to ``wrt`` (None where unused)."""
     with poisoned(fill), check_raises(cfg, ex, "the backward"):
-        return torch.autograd.grad(list(outs), list(wrt), list(grad_outputs), retain_graph=True, allow_unused=True)
+        return torch.autograd.grad(list(outs), list(wrt), list(grad_outputs), allow_unused=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -283,15 +305,89 @@ def _sensitivity(cfg: Config, ex: Example, *, grad: bool) -> list[sens.Sensitivi
 
 
 def _compare(
-    cfg: Config, ex: Example, actual: np.ndarray, expected: np.ndarray, tol: Any, *, mag: Any, grad: bool, index: int
+    cfg: Config,
+    ex: Example,
+    actual: np.ndarray,
+    expected: np.ndarray,
+    tol: Any,
+    *,
+    mag: Any,
+    grad: bool,
+    index: int,
+    allowance: float = 0.0,
 ) -> Comparison:
     """:func:`compare`, with the cancellation term added only where the plain bound is exceeded."""
-    c = compare(actual, expected, tol, dtype=cfg.dtype, magnitude=mag)
+    c = compare(actual, expected, tol, dtype=cfg.dtype, magnitude=mag, allowance=allowance)
     if c.ratio > 1 and np.isfinite(c.ratio) and tol.sens:
         found = _sensitivity(cfg, ex, grad=grad)
         if found is not None and found[index] is not None:
-            c = compare(actual, expected, tol, dtype=cfg.dtype, magnitude=mag, sensitivity=found[index])
+            c = compare(
+                actual, expected, tol, dtype=cfg.dtype, magnitude=mag, sensitivity=found[index], allowance=allowance
+            )
     return c
+
+
+def _baseline_errors(cfg: Config, ex: Example, *, grad: bool) -> dict[int, float]:
+    """The baseline's worst error against the reference at the same dtype, per output (forward) or
+    per differentiable argument (``grad``), on contiguous copies of the example's inputs: the
+    measuring stick's figures. Empty without a baseline; NaN where the baseline gives no value."""
+    if cfg.baseline is None:
+        return {}
+    key = "baseline_grad" if grad else "baseline"
+    if key in ex.sensitivities:
+        return ex.sensitivities[key]
+    inputs = []
+    for i, a in enumerate(ex.args):
+        if a.kind == "value":
+            inputs.append(a.value)
+        else:
+            t = a.seen.to(cfg.dtype if a.kind == "float" else a.seen.dtype).to(cfg.device).contiguous()
+            inputs.append(t.requires_grad_(grad and i in ex.diff))
+    errors: dict[int, float] = {}
+    try:
+        with torch.set_grad_enabled(grad):
+            outs = as_tuple(cfg.baseline(*inputs))
+        if grad:
+            gs = [ex.g_seen[j].to(cfg.dtype).to(cfg.device) for j in ex.float_outs]
+            found = torch.autograd.grad(
+                [outs[j] for j in ex.float_outs], [inputs[i] for i in ex.diff], gs, allow_unused=True
+            )
+            pairs = [(i, g, ex.ref_grads[i]) for i, g in zip(ex.diff, found, strict=True)]
+        else:
+            pairs = [(j, outs[j], ex.ref_out[j]) for j in ex.float_outs]
+    except Exception as e:  # the baseline does not run here (a dtype it lacks): no figures, no allowance
+        ex.sensitivities[key] = errors
+        ex.sensitivities[key + "_error"] = f"{type(e).__name__}: {e}"
+        return errors
+    for k, got, ref in pairs:
+        if got is None or ref is None:
+            continue
+        a, r = to_numpy(got), np.asarray(ref, dtype=np.float64)
+        finite = np.isfinite(a) & np.isfinite(r)
+        errors[k] = float(np.max(np.abs(a - r), where=finite, initial=0.0))
+    ex.sensitivities[key] = errors
+    return errors
+
+
+def _allowance(cfg: Config, error: float | None) -> float:
+    """What the baseline's error adds to every element's bound: ``baseline_factor`` times it."""
+    return cfg.baseline_factor * error if error is not None and np.isfinite(error) else 0.0
+
+
+def _record_baseline(cfg: Config, ex: Example, check: str, errors: dict[int, float]) -> None:
+    if errors:
+        s = ex.report.stat(cfg.dname, check)
+        worst = max(errors.values())
+        s.baseline_error = worst if np.isnan(s.baseline_error) else max(s.baseline_error, worst)
+
+
+def _baseline_lines(cfg: Config, error: float | None) -> list[str]:
+    if error is None:
+        return []
+    return [
+        f"baseline (same dtype): worst error {error:.4g} against the reference; the bound includes "
+        f"{cfg.baseline_factor:g} x that ({cfg.baseline_factor * error:.4g})"
+    ]
 
 
 def _measure_sensitivity(cfg: Config, ex: Example, *, grad: bool) -> list[sens.Sensitivity | None] | None:
@@ -331,6 +427,8 @@ def check_forward(cfg: Config, ex: Example) -> None:
         else:
             mags = _magnitude(cfg, ex.arrays, cfg.reference) if cfg.reference else None
         tol = cfg.tolerance(ex.arrays, grad=False)
+        base = _baseline_errors(cfg, ex, grad=False)
+        _record_baseline(cfg, ex, "forward", base)
         worst = Comparison(0.0)
         for j, (o, r) in enumerate(zip(ex.outs, ex.ref_out, strict=True)):
             if j not in ex.float_outs:
@@ -347,9 +445,12 @@ def check_forward(cfg: Config, ex: Example) -> None:
                         ],
                     )
                 continue
-            c = _compare(cfg, ex, to_numpy(o), r, tol, mag=None if mags is None else mags[j], grad=False, index=j)
+            allow = _allowance(cfg, base.get(j))
+            mag = None if mags is None else mags[j]
+            c = _compare(cfg, ex, to_numpy(o), r, tol, mag=mag, grad=False, index=j, allowance=allow)
             if c.ratio > 1:
-                fail(cfg, ex, "forward", mismatch_lines(f"output {j}", c, tol))
+                lines = [*mismatch_lines(f"output {j}", c, tol), *_baseline_lines(cfg, base.get(j))]
+                fail(cfg, ex, "forward", lines, subject=f"output{j}")
             if c.ratio >= worst.ratio:
                 worst = c
         record(cfg, ex, "forward", worst)
@@ -369,13 +470,21 @@ def check_backward(cfg: Config, ex: Example) -> None:
             mags = _magnitude(cfg, ex.arrays, cfg.reference_vjp, present) if cfg.multilinear else None
         ex.grad_mags = mags
         tol = cfg.tolerance(ex.arrays, grad=True)
+        base = _baseline_errors(cfg, ex, grad=True)
+        _record_baseline(cfg, ex, "backward", base)
         worst = Comparison(0.0)
         for i, g in zip(ex.diff, ex.grads, strict=True):
             r = ex.ref_grads[i]
+            if r is None:
+                continue
             actual = np.zeros(np.shape(r)) if g is None else to_numpy(g)
-            c = _compare(cfg, ex, actual, r, tol, mag=None if mags is None else mags[i], grad=True, index=i)
+            allow = _allowance(cfg, base.get(i))
+            c = _compare(
+                cfg, ex, actual, r, tol, mag=None if mags is None else mags[i], grad=True, index=i, allowance=allow
+            )
             if c.ratio > 1:
-                fail(cfg, ex, "backward", mismatch_lines(f"grad of arg{i}", c, tol))
+                lines = [*mismatch_lines(f"grad of arg{i}", c, tol), *_baseline_lines(cfg, base.get(i))]
+                fail(cfg, ex, "backward", lines, subject=f"arg{i}")
             if c.ratio >= worst.ratio:
                 worst = c
         record(cfg, ex, "backward", worst)
@@ -402,12 +511,16 @@ def check_guards(
         record(cfg, ex, "guards")
 
 
-def check_zero_grad(cfg: Config, ex: Example, placed: Sequence[Any]) -> None:
+def check_zero_grad(cfg: Config, ex: Example) -> None:
     """Check 'zero_grad': grad_output = 0 gives exactly zero gradients (None counts as zero)."""
     with timed(cfg, ex, "zero_grad"):
-        zeros = [torch.zeros_like(ex.outs[j]) for j in ex.float_outs]
+        # a fresh forward: a backward may be single-use (a fused loss that scales, in place, the
+        # gradient it saved in the forward), so no graph is differentiated twice
+        fresh = place_args(cfg, ex, diff=ex.diff, sentinel=False)
+        outs = call_impl(cfg, ex, values_of(fresh), fill=NAN)
+        zeros = [torch.zeros_like(outs[j]) for j in ex.float_outs]
         grads = call_backward(
-            cfg, ex, [ex.outs[j] for j in ex.float_outs], [placed[i].tensor for i in ex.diff], zeros, fill=NAN
+            cfg, ex, [outs[j] for j in ex.float_outs], [fresh[i].tensor for i in ex.diff], zeros, fill=NAN
         )
         for i, g in zip(ex.diff, grads, strict=True):
             if g is None:
@@ -491,7 +604,15 @@ def check_nondiff(cfg: Config, ex: Example) -> None:
         return
     with timed(cfg, ex, "nondiff"):
         placed = place_args(cfg, ex, diff=targets, sentinel=False)
-        outs = call_impl(cfg, ex, values_of(placed), fill=NAN)
+        try:
+            outs = call_impl(cfg, ex, values_of(placed), fill=NAN)
+        except VerificationError as e:
+            # refusing an input that requires grad where there is no gradient is torch's own answer
+            # ("not differentiable with respect to argument 'weight'"): no gradient, as expected
+            if e.check != "raises":
+                raise
+            record(cfg, ex, "nondiff")
+            return
         gp = {
             j: lay.place(ex.g_seen[j], dtype=cfg.dtype, device=cfg.device, layout=ex.g_layouts[j])
             for j in ex.float_outs
@@ -677,13 +798,13 @@ def _impl_jacobian(
         else:
             t = a.seen.to(cfg.dtype if a.kind == "float" else a.seen.dtype).to(cfg.device).contiguous()
             inputs.append(t.requires_grad_(i in ex.diff))
-    outs = call_impl(cfg, ex, inputs, fill=NAN)
     n_out = sum(out_sizes)
     j_impl = np.zeros((n_out, n_in))
     j_terms = np.zeros((n_out, n_in)) if cfg.vjp_terms is not None else None
     row = 0
     for j, size in zip(ex.float_outs, out_sizes, strict=True):
         for flat in range(size):
+            outs = call_impl(cfg, ex, inputs, fill=NAN)  # a fresh forward per backward (single-use backwards)
             gs = [torch.zeros_like(outs[k], memory_format=torch.contiguous_format) for k in ex.float_outs]
             gs[ex.float_outs.index(j)].view(-1)[flat] = 1
             grads = call_backward(cfg, ex, [outs[k] for k in ex.float_outs], [inputs[i] for i in ex.diff], gs, fill=NAN)
@@ -745,7 +866,8 @@ def check_jacobian(cfg: Config, ex: Example, *, h: float) -> None:
         err = np.abs(j_impl - j_fd)
         if (err > bound).any() and tol.sens:  # the cancellation term only where it is needed
             bound = bound + _jacobian_sensitivity(cfg, ex, tol)
-        ratio = np.where(np.isfinite(err), err / bound, np.inf)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            ratio = np.where(np.isfinite(err), err / bound, np.inf)
         o, i_ = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
         c = Comparison(
             float(ratio[o, i_]),

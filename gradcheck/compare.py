@@ -56,11 +56,13 @@ def compare(
     dtype: torch.dtype,
     magnitude: np.ndarray | None,
     sensitivity: Any = None,
+    allowance: float = 0.0,
 ) -> Comparison:
     """Elementwise |actual - expected| against ``tol``; NaN matches only NaN, inf only the same inf,
     and a reference beyond the dtype's range expects the overflow (inf) the dtype gives.
     ``magnitude`` is the sum of |terms| per element where the op declares or implies one;
-    ``sensitivity`` the reference's sensitivity to relative perturbations (the cancellation term)."""
+    ``sensitivity`` the reference's sensitivity to relative perturbations (the cancellation term);
+    ``allowance`` an absolute error added to every element's bound (a baseline's error, times c)."""
     expected = np.asarray(expected, dtype=np.float64)
     if expected.size == 0:
         return Comparison(0.0)
@@ -96,7 +98,7 @@ def compare(
         np.where(finite, exp, 0.0),
         None if magnitude is None else np.where(finite, magnitude, 0.0),
         None if sensitivity is None else sensitivity.masked(finite),
-    )
+    ) + allowance
     err = np.where(finite, np.abs(actual - np.where(finite, exp, 0.0)), 0.0)
     ratio = err / bound
     flat = int(np.argmax(ratio))

@@ -13,7 +13,7 @@ from gradcheck.compare import as_tuple, dtype_name, to_numpy
 from gradcheck.oracle import Reference
 from gradcheck.tolerances import Tolerance, tolerance
 
-__all__ = ["Config", "auto_depth"]
+__all__ = ["Config", "RunState", "auto_depth"]
 
 
 def auto_depth(arrays: list[Any]) -> int:
@@ -24,6 +24,24 @@ def auto_depth(arrays: list[Any]) -> int:
     floats = [a for a in arrays if isinstance(a, np.ndarray) and np.issubdtype(a.dtype, np.floating)]
     longest = max((max(a.shape, default=1) for a in floats), default=1)
     return max(int(longest), 1)
+
+
+@dataclass
+class RunState:
+    """What one Hypothesis run of a :class:`Config` has done so far (the budget's clock, the example
+    count at which the first failure was found, draws not run, the latest failure per identity)."""
+
+    started: float | None = None  # perf_counter at the first example
+    examples: int = 0  # examples run (shrinking included)
+    sizes: int = 0  # float elements drawn over those examples
+    first_seen: dict[type, int] = field(default_factory=dict)  # identity -> example at which it was found
+    found_at: int | None = None  # the example at which the first failure was found
+    failed_at: float | None = None  # perf_counter when it was
+    first: type | None = None  # the first failure's class (its identity)
+    latest: dict[type, Any] = field(default_factory=dict)  # identity -> the latest (smallest) failure
+    not_run: dict[str, int] = field(default_factory=dict)  # why -> draws not run
+    budget_spent: bool = False  # generation stopped at the budget
+    stopped: bool = False  # a budget (generation or shrinking) stopped the run
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +67,15 @@ class Config:
     cancellation: bool = True  # bound what a correct kernel may cancel by the reference's sensitivity
     opcheck: str = "off"  # torch.library.opcheck on the custom ops fn calls: "auto" (when it calls one) or "off"
     opcheck_examples: int | None = None  # opcheck only the first N examples of each custom op (None: all)
+    layouts: dict[int, tuple[str, ...]] = field(default_factory=dict)  # arg position -> layout kinds drawn
+    supports: Callable[..., bool] | None = None  # drawn args -> whether fn supports them (else not run)
+    optional_grads: frozenset[int] = frozenset()  # gradients checked when given, never demanded
+    held_out: frozenset[str] = frozenset()  # checks whose defect is reported already: skipped
+    baseline: Callable[..., Any] | None = None  # a second implementation at the same dtype: the measuring stick
+    baseline_factor: float = 2.0  # fn's error may be this many times the baseline's, plus the bound
+    budget: float | None = None  # seconds of examples before generation stops (None: max_examples decides)
+    shrink_budget: float | None = None  # seconds of shrinking after the first failure
+    state: RunState = field(default_factory=lambda: RunState(), compare=False, repr=False)
     # the budget's state, per custom op: examples opcheck'ed so far, and the ops that failed (those
     # are always opcheck'ed from then on, so that Hypothesis' shrinking and replay see the failure)
     opcheck_runs: dict[str, int] = field(default_factory=dict, compare=False, repr=False)

@@ -18,7 +18,10 @@ The pieces: :mod:`gradcheck.config` (what is verified, at one dtype), :mod:`grad
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
+import inspect
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -31,18 +34,19 @@ from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 from hypothesis.database import ExampleDatabase
 from hypothesis.errors import FlakyFailure
+from hypothesis.reporting import current_reporter, with_reporter
 
 from gradcheck import checks, fd, profiles
 from gradcheck import layouts as lay
 from gradcheck import opcheck as oc
 from gradcheck.compare import as_tuple
-from gradcheck.config import Config
+from gradcheck.config import Config, RunState
 from gradcheck.example import Example, describe, draw_grad_output, place_args, prepare_args, values_of
 from gradcheck.hooks import default_device
 from gradcheck.oracle import Reference
-from gradcheck.report import Report, VerificationError
+from gradcheck.report import FAMILIES, Report, VerificationError
 
-__all__ = ["check_gradients", "hypothesis_test", "run_example", "verify"]
+__all__ = ["BudgetSpent", "check_gradients", "hypothesis_test", "run_example", "verify"]
 
 NAN = float("nan")
 
@@ -66,49 +70,15 @@ def _draw_backward_inputs(cfg: Config, ex: Example, data: st.DataObject) -> None
     ]
 
 
-def run_example(cfg: Config, report: Report, drawn: Any, data: st.DataObject) -> None:
-    """Every check on one drawn tuple of arguments; ``data`` draws layouts, grad_outputs and directions."""
-    if not isinstance(drawn, tuple):
-        drawn = (drawn,)
-    args = prepare_args(drawn, cfg.dtype)
-    ex = Example(args=args, arrays=[a.array for a in args], report=report)
-
-    # reference forward first: NumPy, away from the implementation's allocator
-    ex.ref_out = cfg.reference_forward(ex.arrays) if cfg.reference else None
-    for i, a in enumerate(args):
-        if a.kind != "value":
-            ex.layouts[i] = data.draw(lay.layouts(a.seen.dim()), label=f"layout of arg{i}")
-
-    # ---- pass 1: NaN poison ------------------------------------------------------------------
-    placed = place_args(cfg, ex, diff=None, sentinel=False)
-    ex.context = describe(ex, placed)
-    with checks.timed(cfg, ex, "forward"):
-        ex.outs = checks.call_impl(cfg, ex, values_of(placed), fill=NAN, record=True)
-    # the custom ops' registrations first: a schema that hides a mutation, a wrong fake kernel
-    # explain what the forward's checks would see
-    checks.check_opcheck(cfg, ex, tests=oc.FORWARD_TESTS, final=False)
-    if ex.ref_out is None:
-        ex.ref_out = cfg.forward64(ex.arrays)  # no reference: the implementation at float64 stands in
-    ex.float_outs = checks.check_outputs(cfg, ex)
-    checks.check_forward(cfg, ex)
-    checks.check_guards(cfg, ex, placed, stage="forward")
-
-    if cfg.backward and ex.float_outs:
-        _draw_backward_inputs(cfg, ex, data)
-    if not ex.diff:
-        checks.check_opcheck(cfg, ex, tests=oc.AUTOGRAD_TESTS, final=True)
-        checks.check_rerun(cfg, ex)
-        return
-
-    # pass 1 again, now with the differentiable inputs requiring grad
+def _backward_pass(cfg: Config, ex: Example) -> tuple[list[Any], dict[int, lay.Placed]]:
+    """The forward with ``ex.diff`` requiring grad, then one backward with the drawn grad_outputs
+    (sets ``ex.outs`` and ``ex.grads``). Returns the placed arguments and grad_outputs."""
     placed = place_args(cfg, ex, diff=ex.diff, sentinel=False)
     with checks.timed(cfg, ex, "backward"):
         ex.outs = checks.call_impl(cfg, ex, values_of(placed), fill=NAN, record=True)
     # opcheck's autograd tests on the calls with inputs requiring grad, before the backward runs:
     # a missing autograd formula is a registration bug, not a crash of the backward
     checks.check_opcheck(cfg, ex, tests=oc.AUTOGRAD_TESTS, final=True)
-    for j in ex.float_outs:
-        ex.g_layouts[j] = data.draw(lay.layouts(ex.g_seen[j].dim()), label=f"layout of grad_output{j}")
     g_placed = {
         j: lay.place(ex.g_seen[j], dtype=cfg.dtype, device=cfg.device, layout=ex.g_layouts[j]) for j in ex.float_outs
     }
@@ -122,21 +92,103 @@ def run_example(cfg: Config, report: Report, drawn: Any, data: st.DataObject) ->
             [g_placed[j].tensor for j in ex.float_outs],
             fill=NAN,
         )
+    return placed, g_placed
+
+
+def run_example(cfg: Config, report: Report, drawn: Any, data: st.DataObject) -> None:
+    """Every check on one drawn tuple of arguments; ``data`` draws layouts, grad_outputs and directions."""
+    if not isinstance(drawn, tuple):
+        drawn = (drawn,)
+    args = prepare_args(drawn, cfg.dtype)
+    ex = Example(args=args, arrays=[a.array for a in args], report=report)
+
+    # reference forward first: NumPy, away from the implementation's allocator
+    ex.ref_out = cfg.reference_forward(ex.arrays) if cfg.reference else None
+    for i, a in enumerate(args):
+        if a.kind != "value":
+            ex.layouts[i] = data.draw(lay.layouts(a.seen.dim(), kinds=cfg.layouts.get(i)), label=f"layout of arg{i}")
+
+    # ---- pass 1: NaN poison ------------------------------------------------------------------
+    placed = place_args(cfg, ex, diff=None, sentinel=False)
+    ex.context = describe(ex, placed)
+    with checks.timed(cfg, ex, "forward"):
+        ex.outs = checks.call_impl(cfg, ex, values_of(placed), fill=NAN, record=True)
+    # the custom ops' registrations first: a schema that hides a mutation, a wrong fake kernel
+    # explain what the forward's checks would see
+    checks.check_opcheck(cfg, ex, tests=oc.FORWARD_TESTS, final=False)
+    if ex.ref_out is None:  # no reference: the implementation at float64 stands in
+        try:
+            ex.ref_out = cfg.forward64(ex.arrays)
+        except Exception as e:
+            raise TypeError(
+                f"{cfg.name}: with no reference, the implementation at float64 stands in for one, and at float64 "
+                f"it raised {type(e).__name__}: {e}. Give reference= (a NumPy float64 function, or a torch one "
+                "such as torch.nn.functional.layer_norm, which runs in float64 on the CPU), or support float64."
+            ) from e
+    try:
+        ex.float_outs = checks.check_outputs(cfg, ex)
+    except checks.HeldOut:  # outputs of the wrong kind, reported already: nothing else can be judged
+        hypothesis.reject()
+    _soft(checks.check_forward, cfg, ex)
+    _soft(checks.check_guards, cfg, ex, placed, stage="forward")
+
+    if cfg.backward and ex.float_outs:
+        _draw_backward_inputs(cfg, ex, data)
+    if not ex.diff:
+        _soft(checks.check_opcheck, cfg, ex, tests=oc.AUTOGRAD_TESTS, final=True)
+        _soft(checks.check_rerun, cfg, ex)
+        return
+
+    # pass 1 again, now with the differentiable inputs requiring grad
+    for j in ex.float_outs:
+        ex.g_layouts[j] = data.draw(lay.layouts(ex.g_seen[j].dim()), label=f"layout of grad_output{j}")
+    try:
+        placed, g_placed = _backward_pass(cfg, ex)
+    except VerificationError as e:
+        # a gradient the implementation need not give, which it refuses to be asked for (torch on
+        # cross-entropy's class weight: "not differentiable with respect to argument 'weight'"):
+        # verify the others without it (a crash for another reason crashes again below)
+        optional = [i for i in ex.diff if i in cfg.optional_grads]
+        if not (optional and e.check == "raises"):
+            raise
+        ex.diff = [i for i in ex.diff if i not in cfg.optional_grads]
+        if not ex.diff:
+            return
+        placed, g_placed = _backward_pass(cfg, ex)
+    # an optional gradient not given (None) is not demanded; one given is checked
+    given_ = [k for k, i in enumerate(ex.diff) if not (ex.grads[k] is None and i in cfg.optional_grads)]
+    if len(given_) < len(ex.diff):
+        ex.diff = [ex.diff[k] for k in given_]
+        ex.grads = tuple(ex.grads[k] for k in given_)
+        if not ex.diff:
+            return
     if ex.ref_grads is None:  # no reference VJP: finite differences alone judge the backward
         ex.ref_grads = [None] * len(args)
-    checks.check_gradient_outputs(cfg, ex)
-    checks.check_backward(cfg, ex)
-    checks.check_guards(cfg, ex, placed, stage="backward", g_placed=g_placed)
-    checks.check_zero_grad(cfg, ex, placed)
+    try:
+        checks.check_gradient_outputs(cfg, ex)
+    except checks.HeldOut:  # gradients of the wrong kind, reported already
+        hypothesis.reject()
+    _soft(checks.check_backward, cfg, ex)
+    _soft(checks.check_guards, cfg, ex, placed, stage="backward", g_placed=g_placed)
+    _soft(checks.check_zero_grad, cfg, ex)
 
     # ---- finite differences --------------------------------------------------------------------
-    checks.check_finite_differences(
-        cfg, ex, draw_seed=lambda: data.draw(st.integers(0, 2**32 - 1), label="direction seed")
+    _soft(
+        checks.check_finite_differences,
+        cfg,
+        ex,
+        draw_seed=lambda: data.draw(st.integers(0, 2**32 - 1), label="direction seed"),
     )
 
     # ---- pass 2: sentinel poison, fresh buffers ------------------------------------------------
-    checks.check_rerun(cfg, ex)
-    checks.check_nondiff(cfg, ex)
+    _soft(checks.check_rerun, cfg, ex)
+    _soft(checks.check_nondiff, cfg, ex)
+
+
+def _soft(check: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    """Run ``check``; a held-out check that fails (a defect reported already) is skipped."""
+    with contextlib.suppress(checks.HeldOut):
+        check(*args, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -193,17 +245,85 @@ def _settings(max_examples: int | None, key: str) -> hypothesis.settings:
     )
 
 
+class BudgetSpent(KeyboardInterrupt):
+    """Raised through Hypothesis when a run's time budget is spent: generation stops there, or
+    shrinking keeps the smallest failure so far. Hypothesis treats an interrupt as the user's stop:
+    not a failure, nothing recorded for the example (any other exception would be taken for a
+    failure, and a rejection would contradict the runs of the same choices it has recorded).
+    :func:`verify` catches it; it never reaches the caller."""
+
+
+def _is_final() -> bool:
+    """Whether Hypothesis is replaying its final, shrunk example (which must run, whatever the budget)."""
+    try:
+        from hypothesis.control import current_build_context
+
+        return bool(current_build_context().is_final)
+    except Exception:  # outside a test context, or a Hypothesis without the attribute
+        return False
+
+
+def _float_size(drawn: tuple) -> int:
+    return sum(a.numel() for a in drawn if isinstance(a, torch.Tensor) and a.is_floating_point())
+
+
+def _gate(cfg: Config, drawn: tuple, max_examples: int) -> None:
+    """Before an example runs: stop at the time budget (raise :class:`BudgetSpent`), and reject (count,
+    do not run) a draw the implementation does not support, or one too costly for what is left of
+    the budget (a draw over twice the mean size, when the mean cost would overrun it)."""
+    state = cfg.state
+    now = time.perf_counter()
+    if state.started is None:
+        state.started = now
+    generating = state.found_at is None
+    if not _is_final():
+        if generating and cfg.budget is not None and state.examples and now - state.started > cfg.budget:
+            state.budget_spent = state.stopped = True
+            raise BudgetSpent
+        if not generating and cfg.shrink_budget is not None and now - state.failed_at > cfg.shrink_budget:
+            state.stopped = True
+            raise BudgetSpent
+    if cfg.supports is not None and not cfg.supports(*drawn):
+        if generating:
+            state.not_run["not supported (supports=)"] = state.not_run.get("not supported (supports=)", 0) + 1
+        hypothesis.reject()
+    if generating and cfg.budget is not None and state.examples >= 2 and not _is_final():
+        spent = now - state.started
+        mean_cost = spent / state.examples
+        left = max(max_examples - state.examples, 1)
+        mean_size = state.sizes / state.examples
+        if mean_cost * left > cfg.budget - spent and _float_size(drawn) > 2 * mean_size:
+            why = "too costly for the time budget"
+            state.not_run[why] = state.not_run.get(why, 0) + 1
+            hypothesis.reject()
+
+
 def hypothesis_test(
-    cfg: Config, report: Report, strategy: st.SearchStrategy, *, max_examples: int | None
+    cfg: Config, report: Report, strategy: st.SearchStrategy, *, max_examples: int | None, round_: str = ""
 ) -> Callable[[], None]:
     """The Hypothesis test of ``cfg``: :func:`run_example` on each drawn example. Examples it
-    stores are keyed by op and dtype; a derandomized profile draws a sequence of its own per op
-    and dtype (seeded from them), as it would for distinct test functions."""
+    stores are keyed by op and dtype (and the round's held-out features); a derandomized profile
+    draws a sequence of its own per op and dtype (seeded from them), as it would for distinct test
+    functions. The time budget and ``supports`` gate each example (:func:`_gate`)."""
     key = f"{cfg.name}, {cfg.dname}"
-    active = _settings(max_examples, key)
+    active = _settings(max_examples, key + round_)
+    n_max = active.max_examples
 
     def run(drawn: Any, data: st.DataObject) -> None:
-        run_example(cfg, report, drawn, data)
+        drawn_t = drawn if isinstance(drawn, tuple) else (drawn,)
+        _gate(cfg, drawn_t, n_max)
+        state = cfg.state
+        state.examples += 1
+        state.sizes += _float_size(drawn_t)
+        try:
+            run_example(cfg, report, drawn, data)
+        except VerificationError as e:
+            if state.found_at is None:
+                state.found_at, state.failed_at, state.first = state.examples, time.perf_counter(), type(e)
+            state.first_seen.setdefault(type(e), state.examples)
+            e.found_at = state.first_seen[type(e)]
+            state.latest[type(e)] = e
+            raise
 
     # what Hypothesis' reports call the test (an identifier: it prints a call of it)
     run.__name__ = run.__qualname__ = re.sub(r"\W+", "_", f"verify_{cfg.name}_{cfg.dname}")
@@ -241,6 +361,14 @@ def verify(
     opcheck: str = "auto",
     opcheck_examples: int | str | None = "profile",
     rounding_model: Callable[..., Any] | None = None,
+    layouts: dict[int | str, str | Sequence[str]] | None = None,
+    supports: Callable[..., bool] | None = None,
+    optional_grads: Sequence[int | str] = (),
+    baseline: Callable[..., Any] | None = None,
+    baseline_factor: float = 2.0,
+    budget: float | str | None = "profile",
+    shrink_budget: float | str | None = "profile",
+    max_findings: int = 3,
 ) -> Report:
     """Verify ``fn`` forward and backward on inputs drawn from ``inputs``, at each of ``dtypes``.
 
@@ -280,6 +408,35 @@ def verify(
     The default, "profile", takes the bound of the active gradcheck profile
     (:func:`gradcheck.profiles.opcheck_examples`; every example under any other profile).
 
+    Preconditions and restrictions: ``layouts`` maps an argument (position or parameter name) to
+    the layouts the implementation supports ("contiguous", "dense", or layout kinds of
+    :func:`gradcheck.layouts.layouts`): only those are drawn for it. ``supports(*drawn)`` says
+    whether the implementation supports a drawn example (at least one row, no label smoothing);
+    draws it refuses are not run, and the report counts them. ``optional_grads`` (positions or
+    names) are gradients checked when the implementation gives one and never demanded.
+
+    Every distinct defect, not the first: after a failure, verification goes on at that dtype
+    with the failing feature held out, up to ``max_findings`` failures: a layout the shrunk
+    counterexample still needs (that argument is drawn contiguous from then on, and the report
+    says how to declare it), else the failing check and those that judge the same numbers.
+    Each failure has its own identity for Hypothesis (check and argument), so shrinking keeps to
+    one defect. The raised error is the first; ``error.findings`` holds them all, each with the
+    example number at which it was first found (``found_at``).
+
+    Bounded cost: ``budget`` seconds per dtype (examples stop there; the report says how many
+    ran) and ``shrink_budget`` seconds of shrinking per failure (the smallest counterexample by
+    then is reported); "profile" takes the active gradcheck profile's
+    (:data:`gradcheck.profiles.BUDGETS`), None is no bound. Near the budget, draws much larger
+    than the mean are skipped (and counted).
+
+    A measuring stick: ``baseline`` is a second implementation at the same dtype (torch's op):
+    ``fn``'s error against the reference may exceed the bound by ``baseline_factor`` times the
+    baseline's worst error on the same example. The report shows both errors ("baseline's worst").
+
+    Every backward the engine calls runs on a fresh forward, so an implementation whose backward
+    may run only once per forward (a fused loss that scales its saved gradient in place) is
+    verified as it is used. A forward-only implementation is verified with ``backward=False``.
+
     Every allocation ``fn`` makes is poisoned while it runs (:func:`gradcheck.hooks.poisoned`:
     torch's deterministic fill, plus the registered poison hooks of custom allocators).
 
@@ -309,8 +466,17 @@ def verify(
     name = name or getattr(fn, "__name__", None) or getattr(fn, "_qualname", None) or type(fn).__name__
     dev = torch.device(device) if device is not None else default_device()
     ref = Reference(reference, reference_vjp, rounding_model=rounding_model) if reference is not None else None
+    positions = _positions(fn, layouts or {}, "layouts")
+    declared = {i: _layout_kinds(k) for i, k in positions.items()}
+    optional = frozenset(_positions(fn, dict.fromkeys(optional_grads, True), "optional_grads"))
+    if budget == "profile" or shrink_budget == "profile":
+        prof_budget, prof_shrink = profiles.budgets()
+        budget = prof_budget if budget == "profile" else budget
+        shrink_budget = prof_shrink if shrink_budget == "profile" else shrink_budget
+    if max_findings < 1:
+        raise ValueError(f"max_findings must be >= 1, got {max_findings}")
     report = Report(name)
-    first_error: VerificationError | None = None
+    errors: list[VerificationError] = []
     t_start = time.perf_counter()
     for dtype in dtypes:
         strategy = inputs(dtype) if callable(inputs) and not isinstance(inputs, st.SearchStrategy) else inputs
@@ -319,7 +485,7 @@ def verify(
             if tf32 is not None
             else (dtype == torch.float32 and multilinear and torch.get_float32_matmul_precision() != "highest")
         )
-        cfg = Config(
+        base = Config(
             fn=fn,
             name=name,
             dtype=dtype,
@@ -338,26 +504,172 @@ def verify(
             vjp_terms=vjp_terms,
             opcheck=opcheck,
             opcheck_examples=opcheck_examples,
+            layouts=declared,
+            supports=supports,
+            optional_grads=optional,
+            baseline=baseline,
+            baseline_factor=baseline_factor,
+            budget=budget,
+            shrink_budget=shrink_budget,
         )
-        try:
-            hypothesis_test(cfg, report, strategy, max_examples=max_examples)()
-        except VerificationError as e:
-            report.failures.append(str(e))
-            first_error = first_error or e
-        except FlakyFailure as e:
-            inner = next((x for x in e.exceptions if isinstance(x, VerificationError)), None)
-            msg = (
-                f"{name} [{cfg.dname}]: a failure did not reproduce when replayed: the implementation is "
-                f"nondeterministic\n{inner if inner else e}"
-            )
-            err = VerificationError(msg, op=name, dtype=cfg.dname, check="rerun")
-            report.failures.append(msg)
-            first_error = first_error or err
+        errors += _verify_dtype(base, report, strategy, max_examples=max_examples, max_findings=max_findings)
     report.seconds = time.perf_counter() - t_start
-    if first_error is not None:
-        first_error.report = report
-        raise first_error
+    if errors:
+        first = errors[0]
+        first.report = report
+        first.findings = errors
+        if len(errors) > 1:
+            others = "\n\n".join(f"[finding {k + 2} of {len(errors)}] {e}" for k, e in enumerate(errors[1:]))
+            first.args = (f"{first}\n\n{len(errors) - 1} more distinct failure(s):\n\n{others}",)
+        raise first
     return report
+
+
+def _verify_dtype(
+    base: Config, report: Report, strategy: st.SearchStrategy, *, max_examples: int | None, max_findings: int
+) -> list[VerificationError]:
+    """Every distinct defect at one dtype, up to ``max_findings``: after each failure the verification
+    runs again with the failing feature held out (:func:`_hold_out`), each finding shrunk on its own."""
+    findings: list[VerificationError] = []
+    run_info: dict[str, Any] = {"examples": 0, "seconds": 0.0, "not_run": {}, "findings": []}
+    report.runs[base.dname] = run_info
+    cfg = base
+    t0 = time.perf_counter()
+    for round_ in range(max_findings):
+        if round_:
+            left = None if base.budget is None else base.budget - (time.perf_counter() - t0)
+            if left is not None and left <= 0:
+                break
+            held = ",".join(sorted(cfg.held_out)) + ";" + ",".join(f"{i}:{k}" for i, k in sorted(cfg.layouts.items()))
+            cfg = dataclasses.replace(cfg, budget=left, state=RunState())
+        error = _run_round(cfg, report, strategy, max_examples=max_examples, round_=f"#{held}" if round_ else "")
+        state = cfg.state
+        run_info["examples"] += state.examples if state.found_at is None else state.found_at
+        for why, n in state.not_run.items():
+            run_info["not_run"][why] = run_info["not_run"].get(why, 0) + n
+        run_info["budget_spent"] = run_info.get("budget_spent", False) or state.budget_spent
+        run_info["budget"] = base.budget
+        if error is None:
+            break
+        findings.append(error)
+        report.failures.append(str(error))
+        run_info["findings"].append({"check": error.check, "found_at": error.found_at, "round": round_ + 1})
+        held_cfg = _hold_out(cfg, error)
+        if held_cfg is None:
+            break
+        cfg = held_cfg
+    run_info["seconds"] = time.perf_counter() - t0
+    return findings
+
+
+def _run_round(
+    cfg: Config, report: Report, strategy: st.SearchStrategy, *, max_examples: int | None, round_: str
+) -> VerificationError | None:
+    """One Hypothesis run of ``cfg``: None when it passes (or its budget ends it), else the failure."""
+    outer = current_reporter()
+
+    def quiet_stop(value: Any) -> None:  # a budget's stop is not a failure to reproduce with @seed
+        if not (cfg.state.stopped and isinstance(value, str) and value.startswith("You can reproduce this failure")):
+            outer(value)
+
+    try:
+        with with_reporter(quiet_stop):
+            hypothesis_test(cfg, report, strategy, max_examples=max_examples, round_=round_)()
+    except BudgetSpent:
+        state = cfg.state
+        if state.found_at is None:
+            return None
+        error = state.latest[state.first]
+        note = (
+            f"\n  (shrinking stopped at its budget of {cfg.shrink_budget:.0f}s: this is the smallest "
+            "counterexample found by then)"
+        )
+        details = {**error.details, "shrunk": False}
+        again = type(error)(str(error) + note, op=error.op, dtype=error.dtype, check=error.check, details=details)
+        again.found_at = error.found_at
+        return again
+    except VerificationError as e:
+        return e
+    except hypothesis.errors.Unsatisfiable:
+        # every draw was held out or unsupported: nothing more to verify at this dtype
+        cfg.state.not_run["every draw held out or unsupported"] = 1
+        return None
+    except FlakyFailure as e:
+        inner = next((x for x in e.exceptions if isinstance(x, VerificationError)), None)
+        msg = (
+            f"{cfg.name} [{cfg.dname}]: a failure did not reproduce when replayed: the implementation is "
+            f"nondeterministic\n{inner if inner else e}"
+        )
+        err = VerificationError(msg, op=cfg.name, dtype=cfg.dname, check="rerun")
+        err.found_at = cfg.state.found_at
+        return err
+    return None
+
+
+def _hold_out(cfg: Config, error: VerificationError) -> Config | None:
+    """``cfg`` with the feature behind ``error`` held out, or None when there is nothing to hold out.
+
+    The feature is a layout when the shrunk counterexample still has an argument laid out other
+    than contiguously: Hypothesis shrinks layouts to contiguous, so that layout is needed for the
+    failure (a kernel that reads its weight as contiguous). Those arguments are then drawn
+    contiguous only, and the error says how to declare the restriction. Otherwise it is the failing
+    check and the checks that judge the same numbers (:data:`gradcheck.report.FAMILIES`)."""
+    # only a fully shrunk counterexample tells which layouts a failure needs
+    layouts = error.details.get("layouts", {}) if error.details.get("shrunk", True) else {}
+    needed = {i: k for i, k in layouts.items() if k != "contiguous" and i not in cfg.layouts}
+    if needed and error.check not in ("opcheck",):
+        which = ", ".join(f"arg{i} ({k})" for i, k in sorted(needed.items()))
+        declare = ", ".join(f"{i}: 'contiguous'" for i in sorted(needed))
+        error.args = (
+            f"{error}\n  layout: the smallest failing example needs {which} laid out this way; the verification "
+            f"went on with those arguments contiguous. If the implementation supports only contiguous "
+            f"inputs there, declare it: layouts={{{declare}}} (or by argument name).",
+        )
+        error.details["held_out"] = f"layouts of {which}"
+        return dataclasses.replace(cfg, layouts={**cfg.layouts, **dict.fromkeys(needed, ("contiguous",))})
+    family = FAMILIES.get(error.check, frozenset({error.check}))
+    if family <= cfg.held_out:
+        return None
+    error.details["held_out"] = "checks " + ", ".join(sorted(family))
+    return dataclasses.replace(cfg, held_out=cfg.held_out | family)
+
+
+def _positions(fn: Callable[..., Any], given_: dict[Any, Any], what: str) -> dict[int, Any]:
+    """``given_`` keyed by argument position: ints as they are, names looked up in ``fn``'s signature."""
+    out: dict[int, Any] = {}
+    names: list[str] | None = None
+    for key, value in given_.items():
+        if isinstance(key, int) and not isinstance(key, bool):
+            out[key] = value
+            continue
+        if names is None:
+            try:
+                params = inspect.signature(fn).parameters.values()
+            except (TypeError, ValueError):
+                params = []
+            names = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        if key not in names:
+            raise ValueError(
+                f"{what}: {key!r} is not a positional parameter of {getattr(fn, '__name__', fn)!r} "
+                f"(its parameters: {names or 'unknown'}); give the argument's position instead"
+            )
+        out[names.index(key)] = value
+    return out
+
+
+def _layout_kinds(kinds: str | Sequence[str]) -> tuple[str, ...]:
+    """A layout precondition as layout kinds: "contiguous", "dense" (contiguous or permuted, no gaps),
+    or a sequence of kinds from :func:`gradcheck.layouts.layouts`."""
+    named = {"contiguous": ("contiguous",), "dense": ("contiguous", "transposed", "permuted", "channels_last")}
+    if isinstance(kinds, str):
+        if kinds not in named:
+            raise ValueError(f"layout {kinds!r}: expected 'contiguous', 'dense' or a sequence of layout kinds")
+        return named[kinds]
+    known = {"contiguous", "transposed", "sliced", "channels_last", "permuted"}
+    bad = [k for k in kinds if k not in known]
+    if bad:
+        raise ValueError(f"unknown layout kinds {bad}; known: {sorted(known)}")
+    return tuple(kinds)
 
 
 def check_gradients(

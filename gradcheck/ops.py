@@ -78,7 +78,9 @@ class OpSpec:
 
     ``terms``/``vjp_terms`` give the sum of |terms| per element for ops whose terms cancel (see
     ``gradcheck.verify``). ``differentiable=False`` (an optimizer step) checks the forward only.
-    ``deterministic=False`` compares a rerun within tolerance instead of bitwise. The ``dot`` tag
+    ``deterministic=False`` compares a rerun within tolerance instead of bitwise.
+    ``optional_grads`` are argument positions whose gradient torch does not define (cross-entropy's
+    class weight): checked when an implementation gives one, never demanded. The ``dot`` tag
     marks ops whose fp32 products may run in TF32.
     """
 
@@ -96,6 +98,7 @@ class OpSpec:
     differentiable: bool = True
     terms: Callable[..., Any] | None = None
     vjp_terms: Callable[..., Any] | None = None
+    optional_grads: tuple[int, ...] = ()
     doc: str = ""
     tags: Sequence[str] = field(default_factory=tuple)
 

@@ -15,8 +15,10 @@ from typing import Any
 from hypothesis import HealthCheck, Phase, settings
 
 __all__ = [
+    "BUDGETS",
     "OPCHECK_EXAMPLES",
     "PROFILES",
+    "budgets",
     "default_profile",
     "derived",
     "load",
@@ -47,6 +49,27 @@ PROFILES = ("dev", "ci", "thorough", "gpu")
 #: (measured on relu under the Triton interpreter: 0.3-0.5 s per example, about 3x the rest of
 #: the verification), so a profile bounds it; under any other profile every example runs it.
 OPCHECK_EXAMPLES: dict[str, int] = {"dev": 2, "ci": 2, "thorough": 100, "gpu": 25}
+
+
+#: Seconds per op and dtype: examples stop being generated after ``budget`` (the report says how many
+#: ran), and shrinking a failure stops after ``shrink`` (the smallest counterexample found by then is
+#: reported). Under the Triton interpreter one example of a wide row costs seconds; these bound a
+#: verification whatever the strategy draws. Under any other profile there is no bound.
+BUDGETS: dict[str, tuple[float, float]] = {
+    "dev": (60.0, 30.0),
+    "ci": (30.0, 20.0),
+    "thorough": (1800.0, 300.0),
+    "gpu": (120.0, 60.0),
+}
+
+
+def budgets() -> tuple[float | None, float | None]:
+    """(budget, shrink budget) in seconds of the active profile (:data:`BUDGETS`); (None, None)
+    (no bound) when the active profile is not one of these."""
+    name = _current_name()
+    if name is None or not name.startswith(PREFIX):
+        return None, None
+    return BUDGETS.get(name.removeprefix(PREFIX).split("+", 1)[0], (None, None))
 
 
 def default_profile() -> str:

@@ -58,7 +58,9 @@ def cross_entropy(
 
 def cross_entropy_vjp(x, target, weight, size_average, ignore_index, reduce, reduction, label_smoothing, g):
     """d loss_i / d x[j] = (1 - eps) w[t] (p[j] - [j == t]) + eps / C (p[j] S_w - w[j]) (p the softmax,
-    S_w the summed class weights), times the row's upstream gradient; only the logits get one."""
+    S_w the summed class weights), times the row's upstream gradient. The class weight's gradient,
+    which torch does not define, is derived too: the catalog marks it optional (checked when an
+    implementation gives one, never demanded)."""
     reduction = reduction_mode(size_average, reduce, reduction)
     x = np.asarray(x, dtype=np.float64)
     logp, counted, safe, w, w_t = _ce_parts(x, target, weight, ignore_index)
@@ -81,4 +83,27 @@ def cross_entropy_vjp(x, target, weight, size_average, ignore_index, reduce, red
     else:
         moved = (x.shape[0], *x.shape[2:], x.shape[1])
         grad = np.moveaxis(grad.reshape(moved), -1, 1)
-    return grad, None, None, None, None, None, None, None
+    grad_w = None if weight is None else _weight_vjp(logp, counted, safe, w, w_t, eps, reduction, g)
+    return grad, None, grad_w, None, None, None, None, None
+
+
+def _weight_vjp(logp, counted, safe, w, w_t, eps, reduction, g) -> np.ndarray:
+    """The class weight's gradient (torch defines none; an implementation may give one): per counted
+    row, d loss_i / d w[c] = (1 - eps) [c == t_i] nll_i + eps / C * -logp[i, c]. 'mean' is S / W
+    with W the summed w[t] of counted rows, so d/dw[c] = dS/dw[c] / W - S / W^2 * #{counted i: t_i = c}."""
+    n_rows, n_classes = logp.shape
+    onehot = np.zeros_like(logp)
+    onehot[np.arange(n_rows), safe] = 1.0
+    onehot[~counted] = 0.0
+    neg_logp = np.where(counted[:, None], -logp, 0.0)
+    nll = np.take_along_axis(neg_logp, safe[:, None], axis=1)[:, 0]
+    per_row = (1 - eps) * onehot * nll[:, None] + eps / n_classes * neg_logp  # (rows, C)
+    if reduction == "none":
+        return (np.asarray(g, dtype=np.float64).reshape(-1)[:, None] * per_row).sum(axis=0)
+    g = float(np.asarray(g))
+    if reduction == "sum":
+        return g * per_row.sum(axis=0)
+    summed = ((1 - eps) * w_t * nll + eps / n_classes * (neg_logp * w).sum(axis=1)).sum()
+    total_w = w_t.sum()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return g * (per_row.sum(axis=0) / total_w - summed / total_w**2 * onehot.sum(axis=0))

@@ -76,6 +76,7 @@ SPECS = [
         ulps=4,
         kinks=_ce_kinks,  # exp and log
         torch_fn=F.cross_entropy,
+        optional_grads=(2,),  # torch defines no gradient for the class weight
         doc="class-index cross entropy with weight, ignore_index, label_smoothing and the three reductions; "
         "loss and gradient in one pass over the logits",
     ),

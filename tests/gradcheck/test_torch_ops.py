@@ -38,14 +38,9 @@ _ROUNDED_PRODUCTS = (
     "torch rounds each product to the low-precision dtype before it sums or adds them; the dtype's row "
     "assumes exact products accumulated in fp32"
 )
-_NO_WEIGHT_GRAD = (
-    "torch defines no gradient for the class weight and refuses a weight that requires grad; the engine's "
-    "nondiff check hands it one (an undefined gradient must become optional there, never demanded)"
-)
 
 #: (op, dtype) -> why torch fails the battery there (torch 2.13 on the CPU, measured with the ci profile).
 KNOWN_FAILURES: dict[tuple[str, str], str] = {
-    **{("cross_entropy", d): _NO_WEIGHT_GRAD for d in ("float32", "float16", "bfloat16", "float64")},
     ("mul", "float16"): _ROUNDED_PRODUCTS + " (the gradient of a broadcast operand)",
     ("mul", "bfloat16"): _ROUNDED_PRODUCTS + " (the gradient of a broadcast operand)",
     ("linear", "bfloat16"): _ROUNDED_PRODUCTS + " (x @ W^T is rounded to bf16 before the bias is added)",
