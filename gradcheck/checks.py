@@ -83,11 +83,20 @@ def fail(cfg: Config, ex: Example, check: str, lines: Sequence[str], *, subject:
     if check in cfg.held_out:  # a defect already reported: this example goes on without the check
         ex.report.stat(cfg.dname, check).skipped += 1
         raise HeldOut(check)
-    details.setdefault("layouts", {i: layout.kind for i, layout in ex.layouts.items()})
+    details.setdefault("layouts", {i: _layout_kind(ex, i) for i in ex.layouts})
     details.setdefault("subject", subject)
     raise failure_class(check, subject)(
         f"{head}\n{body}\n{ex.context}\n{replay}", op=cfg.name, dtype=cfg.dname, check=check, details=details
     )
+
+
+def _layout_kind(ex: Example, i: int) -> str:
+    """Argument ``i``'s layout kind as placed, "expanded" added for a tensor with a stride-0 dim."""
+    value = ex.args[i].value
+    expanded = isinstance(value, torch.Tensor) and any(
+        st == 0 and n > 1 for st, n in zip(value.stride(), value.shape, strict=True)
+    )
+    return ex.layouts[i].kind + (", expanded" if expanded else "")
 
 
 @contextlib.contextmanager
@@ -715,9 +724,11 @@ def check_backward_fd(cfg: Config, ex: Example, *, h: float, seed: int, vs: list
             for g, v in zip(ex.grads, vs, strict=True)
         )
         err = abs(lhs - est)
-        bound = _directional_bound(ex, tol_g, vs, None)
+        base = _baseline_errors(cfg, ex, grad=True)  # the baseline's gradient error, summed along |v|
+        allow = sum(_allowance(cfg, base.get(i)) * float(np.sum(np.abs(v))) for i, v in zip(ex.diff, vs, strict=True))
+        bound = _directional_bound(ex, tol_g, vs, None) + allow
         if err > bound + 2 * fd_err and tol_g.sens:  # the cancellation term only where it is needed
-            bound = _directional_bound(ex, tol_g, vs, _sensitivity(cfg, ex, grad=True))
+            bound = _directional_bound(ex, tol_g, vs, _sensitivity(cfg, ex, grad=True)) + allow
         tol_total = bound + 2 * fd_err
         c = Comparison(_ratio(err, tol_total), actual=lhs, expected=est, error=err, tol=tol_total)
         if not np.isfinite(lhs) or c.ratio > 1:
@@ -786,11 +797,11 @@ def check_reference_fd(cfg: Config, ex: Example, difference: Directional) -> Non
 
 
 def _impl_jacobian(
-    cfg: Config, ex: Example, *, out_sizes: Sequence[int], n_in: int
+    cfg: Config, ex: Example, *, out_sizes: Sequence[int], n_in: int, baseline: bool = False
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """The implementation's Jacobian at the dtype under test, one backward per element of the
-    float outputs (``out_sizes`` elements each), on contiguous copies of the inputs; with
-    ``vjp_terms``, the op's own sum of |terms| per entry too."""
+    """The implementation's (or, with ``baseline``, the baseline's) Jacobian at the dtype under
+    test, one backward per element of the float outputs (``out_sizes`` elements each), on
+    contiguous copies of the inputs; with ``vjp_terms``, the op's own sum of |terms| per entry too."""
     inputs = []
     for i, a in enumerate(ex.args):
         if a.kind == "value":
@@ -800,14 +811,19 @@ def _impl_jacobian(
             inputs.append(t.requires_grad_(i in ex.diff))
     n_out = sum(out_sizes)
     j_impl = np.zeros((n_out, n_in))
-    j_terms = np.zeros((n_out, n_in)) if cfg.vjp_terms is not None else None
+    j_terms = np.zeros((n_out, n_in)) if cfg.vjp_terms is not None and not baseline else None
     row = 0
     for j, size in zip(ex.float_outs, out_sizes, strict=True):
         for flat in range(size):
-            outs = call_impl(cfg, ex, inputs, fill=NAN)  # a fresh forward per backward (single-use backwards)
+            # a fresh forward per backward (single-use backwards)
+            outs = as_tuple(cfg.baseline(*inputs)) if baseline else call_impl(cfg, ex, inputs, fill=NAN)
             gs = [torch.zeros_like(outs[k], memory_format=torch.contiguous_format) for k in ex.float_outs]
             gs[ex.float_outs.index(j)].view(-1)[flat] = 1
-            grads = call_backward(cfg, ex, [outs[k] for k in ex.float_outs], [inputs[i] for i in ex.diff], gs, fill=NAN)
+            found = [outs[k] for k in ex.float_outs], [inputs[i] for i in ex.diff], gs
+            if baseline:
+                grads = torch.autograd.grad(*found, allow_unused=True)
+            else:
+                grads = call_backward(cfg, ex, *found, fill=NAN)
             if j_terms is not None:  # the op's own sum of |terms| for this row's VJP
                 terms = as_tuple(cfg.vjp_terms(*ex.arrays, *[to_numpy(gk) for gk in gs]))
                 j_terms[row] = np.concatenate([np.abs(np.asarray(terms[i], dtype=np.float64)).ravel() for i in ex.diff])
@@ -819,6 +835,25 @@ def _impl_jacobian(
             )
             row += 1
     return j_impl, j_terms
+
+
+def _baseline_jacobian_allowance(
+    cfg: Config, ex: Example, j_fd: np.ndarray, out_sizes: Sequence[int], n_in: int
+) -> float:
+    """``baseline_factor`` times the baseline's worst Jacobian error against the finite differences."""
+    if cfg.baseline is None:
+        return 0.0
+    try:
+        j_base, _ = _impl_jacobian(cfg, ex, out_sizes=out_sizes, n_in=n_in, baseline=True)
+    except Exception:  # the baseline does not run here: no allowance
+        return 0.0
+    with np.errstate(invalid="ignore"):
+        diff = np.abs(j_base - j_fd)
+    worst = float(np.max(diff, where=np.isfinite(diff), initial=0.0))
+    ex.report.stat(cfg.dname, "jacobian").baseline_error = max(
+        worst, np.nan_to_num(ex.report.stat(cfg.dname, "jacobian").baseline_error, nan=0.0)
+    )
+    return cfg.baseline_factor * worst
 
 
 def _jacobian_sensitivity(cfg: Config, ex: Example, tol: Any) -> np.ndarray | float:
@@ -862,7 +897,7 @@ def check_jacobian(cfg: Config, ex: Example, *, h: float) -> None:
             depth=cfg.depth_of(ex.arrays),
         )
         tol = cfg.tolerance(ex.arrays, grad=True)
-        bound = tol.bound(j_fd, j_terms) + 2 * j_err
+        bound = tol.bound(j_fd, j_terms) + 2 * j_err + _baseline_jacobian_allowance(cfg, ex, j_fd, out_sizes, n_in)
         err = np.abs(j_impl - j_fd)
         if (err > bound).any() and tol.sens:  # the cancellation term only where it is needed
             bound = bound + _jacobian_sensitivity(cfg, ex, tol)

@@ -92,7 +92,9 @@ def place_args(cfg: Config, ex: Example, *, diff: Sequence[int] | None, sentinel
         if a.kind == "value":
             placed.append(a.value)
             continue
-        values = _expanded_like(a.seen, a.value) if a.kind == "float" else a.seen
+        # a layout precondition ("contiguous") also means materialized: no stride-0 dims
+        restricted = i in cfg.layouts and "contiguous" in cfg.layouts[i] and len(cfg.layouts[i]) == 1
+        values = _expanded_like(a.seen, a.value) if a.kind == "float" and not restricted else a.seen.contiguous()
         placed.append(
             lay.place(
                 values,
