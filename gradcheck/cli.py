@@ -80,6 +80,13 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--torch", action="store_true", help="verify torch's own ops (each catalog entry's torch_fn) instead of ours"
     )
+    p.add_argument(
+        "--no-isolate",
+        dest="isolate",
+        action="store_false",
+        help="run every op in this process (default: each op and dtype in a child process, so that a crash is "
+        "reported as a failure of check 'crash' with its input and the other rows still run)",
+    )
     p.add_argument("--list", action="store_true", help="list the ops in the catalog and exit")
     return p
 
@@ -143,7 +150,9 @@ def _verify_main(argv: Sequence[str]) -> int:
             progress.update(task, description=f"verifying {name} [{dname}]")
             t0 = time.perf_counter()
             try:
-                report = verify_op(name, impl=impls.get(name), dtypes=[dtype], max_examples=args.examples)
+                report = verify_op(
+                    name, impl=impls.get(name), dtypes=[dtype], max_examples=args.examples, isolate=args.isolate
+                )
                 error = None
             except VerificationError as e:
                 report, error = getattr(e, "report", None), e

@@ -75,6 +75,7 @@ class Config:
     baseline_factor: float = 2.0  # fn's error may be this many times the baseline's, plus the bound
     budget: float | None = None  # seconds of examples before generation stops (None: max_examples decides)
     shrink_budget: float | None = None  # seconds of shrinking after the first failure
+    example_log: Any = None  # isolate=True: a gradcheck.isolation.ExampleLog each example is recorded in first
     state: RunState = field(default_factory=lambda: RunState(), compare=False, repr=False)
     # the budget's state, per custom op: examples opcheck'ed so far, and the ops that failed (those
     # are always opcheck'ed from then on, so that Hypothesis' shrinking and replay see the failure)

@@ -36,7 +36,7 @@ from hypothesis.database import ExampleDatabase
 from hypothesis.errors import FlakyFailure
 from hypothesis.reporting import current_reporter, with_reporter
 
-from gradcheck import checks, fd, profiles
+from gradcheck import checks, fd, isolation, profiles
 from gradcheck import layouts as lay
 from gradcheck import opcheck as oc
 from gradcheck.compare import as_tuple
@@ -318,6 +318,8 @@ def hypothesis_test(
         state = cfg.state
         state.examples += 1
         state.sizes += _float_size(drawn_t)
+        if cfg.example_log is not None:  # isolated: record the example before it can kill the process
+            cfg.example_log.write(drawn_t, isolation.describe_drawn(drawn_t))
         try:
             run_example(cfg, report, drawn, data)
         except VerificationError as e:
@@ -372,6 +374,7 @@ def verify(
     budget: float | str | None = "profile",
     shrink_budget: float | str | None = "profile",
     max_findings: int = 3,
+    isolate: bool = False,
 ) -> Report:
     """Verify ``fn`` forward and backward on inputs drawn from ``inputs``, at each of ``dtypes``.
 
@@ -439,6 +442,12 @@ def verify(
     Every backward the engine calls runs on a fresh forward, so an implementation whose backward
     may run only once per forward (a fused loss that scales its saved gradient in place) is
     verified as it is used. A forward-only implementation is verified with ``backward=False``.
+
+    A crash is a verdict: with ``isolate=True`` each dtype runs in a forked child process that
+    records every example before running it (:mod:`gradcheck.isolation`), so an implementation
+    that kills the process (segfault, heap corruption, a poisoned CUDA context) fails check
+    'crash' with that example, and the dtypes before it keep their verdicts. The command line
+    isolates by default.
 
     Every allocation ``fn`` makes is poisoned while it runs (:func:`gradcheck.hooks.poisoned`:
     torch's deterministic fill, plus the registered poison hooks of custom allocators).
@@ -515,7 +524,8 @@ def verify(
             budget=budget,
             shrink_budget=shrink_budget,
         )
-        errors += _verify_dtype(base, report, strategy, max_examples=max_examples, max_findings=max_findings)
+        run_dtype = _verify_dtype_isolated if isolate else _verify_dtype
+        errors += run_dtype(base, report, strategy, max_examples=max_examples, max_findings=max_findings)
     report.seconds = time.perf_counter() - t_start
     if errors:
         first = errors[0]
@@ -526,6 +536,42 @@ def verify(
             first.args = (f"{first}\n\n{len(errors) - 1} more distinct failure(s):\n\n{others}",)
         raise first
     return report
+
+
+def _verify_dtype_isolated(
+    base: Config, report: Report, strategy: st.SearchStrategy, *, max_examples: int | None, max_findings: int
+) -> list[VerificationError]:
+    """:func:`_verify_dtype` in a forked child (:mod:`gradcheck.isolation`): a crash becomes a failure
+    of check 'crash' with the example that did it; what the child found otherwise comes back."""
+
+    def job(log: isolation.ExampleLog) -> tuple[Report, list[VerificationError]]:
+        child = Report(report.name)
+        cfg = dataclasses.replace(base, example_log=log)
+        found = _verify_dtype(cfg, child, strategy, max_examples=max_examples, max_findings=max_findings)
+        return child, found
+
+    outcome, value = isolation.run_isolated(job)
+    if outcome == "raised":
+        raise value
+    if outcome == "ok":
+        child, found = value
+        report.stats.extend(child.stats)
+        report.runs.update(child.runs)
+        report.failures.extend(child.failures)
+        return found
+    how, example, args_path = value
+    error = isolation.crash_error(base.name, base.dname, how, example, args_path)
+    number = re.match(r"example (\d+):", example)
+    error.found_at = int(number.group(1)) if number else None
+    report.failures.append(str(error))
+    report.runs[base.dname] = {
+        "examples": error.found_at or 0,
+        "seconds": 0.0,
+        "not_run": {},
+        "crashed": how,
+        "findings": [{"check": "crash", "found_at": error.found_at, "round": 1}],
+    }
+    return [error]
 
 
 def _verify_dtype(

@@ -33,6 +33,7 @@ def verify_op(
     budget: float | str | None = "profile",
     shrink_budget: float | str | None = "profile",
     max_findings: int = 3,
+    isolate: bool = False,
 ) -> Report:
     """Verify the catalog op ``op_name`` at the spec's dtypes (or ``dtypes``): any callable with the
     op's signature (``impl``; e.g. ``torch_fn``, or your kernel), or, with ``impl=None``, the
@@ -47,7 +48,7 @@ def verify_op(
     draws it refuses are not run and the report counts them, never sent elsewhere. ``name`` names
     the verification in reports (default: the op's). ``baseline`` is the measuring stick: "torch"
     (the default) is the catalog's ``torch_fn`` at the same dtype, None none, or any callable (see
-    ``verify``). ``layouts``, ``budget``, ``shrink_budget`` and ``max_findings`` are ``verify``'s.
+    ``verify``). ``layouts``, ``budget``, ``shrink_budget``, ``max_findings`` and ``isolate`` are ``verify``'s.
     A gradient torch does not define (cross-entropy's class weight) is checked when the
     implementation gives one and never demanded (the spec's ``optional_grads``). Raises
     VerificationError on a failure."""
@@ -93,4 +94,5 @@ def verify_op(
         budget=budget,
         shrink_budget=shrink_budget,
         max_findings=max_findings,
+        isolate=isolate,
     )

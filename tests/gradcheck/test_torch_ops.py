@@ -22,6 +22,7 @@ import hypothesis
 import pytest
 import torch
 import torch.nn.functional as F
+from hypothesis import strategies as st
 
 import gradcheck as gc
 from gradcheck import profiles
@@ -117,6 +118,29 @@ def test_torch_max_pool2d_window_in_padding():
     kwargs = {"kernel_size": (1, 2), "padding": (0, 1), "dilation": 2, "ceil_mode": True, "return_indices": True}
     _, indices = F.max_pool2d(x, **kwargs)
     assert int(indices.max()) >= 12 * 1, "torch no longer points past the plane: its bug is fixed"
+
+
+def test_the_max_pool2d_crash_is_a_verdict_with_its_input():
+    """The same torch bug through the engine, isolated (``isolate=True``: a forked child that records
+    each example first): whether the write past grad_input kills the child (check 'crash', with the
+    recorded input) or lands in the next plane (a wrong gradient), the verdict names the input, and
+    this process survives to assert it."""
+    x = torch.randn(2, 17, 12, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    drawn = (x.contiguous(memory_format=torch.channels_last), (1, 2), None, (0, 1), 2, True, False)
+    with pytest.raises(gc.VerificationError) as caught:
+        gc.verify_op(
+            "max_pool2d",
+            impl=F.max_pool2d,
+            dtypes=[torch.float64],
+            inputs=st.just(drawn),
+            isolate=True,
+            max_examples=1,
+            max_findings=1,
+        )
+    error = caught.value
+    assert error.check in ("crash", "backward", "backward_fd", "jacobian"), str(error)
+    assert "(2, 17, 12, 1)" in str(error), "the report names the input"
+    assert error.found_at == 1
 
 
 def _conv2d_canonical(x, weight, bias, stride, padding, dilation, groups):
