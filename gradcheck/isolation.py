@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -31,6 +32,7 @@ class ExampleLog:
     def __init__(self, directory: Path) -> None:
         self.text = directory / "example.txt"
         self.args = directory / "example.pt"
+        self.output = directory / "output.txt"
         self.count = 0
 
     def write(self, drawn: tuple, context: str) -> None:
@@ -64,6 +66,11 @@ def _describe_drawn(drawn: tuple) -> str:
 
 
 def _child(conn: Any, job: Callable[[ExampleLog], Any], log: ExampleLog) -> None:
+    # A forked child inherits locks other threads of the parent held at the fork: OpenMP's thread
+    # team (torch's CPU ops would wait on it forever: one thread, as torch's DataLoader workers do)
+    # and the locks of sys.stdout/stderr (a test runner's I/O threads): fresh streams, relayed after.
+    torch.set_num_threads(1)
+    sys.stdout = sys.stderr = open(log.output, "w")  # noqa: SIM115 (the child's streams until it exits)
     try:
         result = job(log)
         payload = ("ok", result)
@@ -104,19 +111,25 @@ def run_isolated(job: Callable[[ExampleLog], Any], *, timeout: float | None = No
     proc.start()
     send.close()
     payload = None
+    timed_out = False
     try:
         if recv.poll(timeout):
             with contextlib.suppress(EOFError):
                 payload = pickle.loads(recv.recv_bytes())
+        else:
+            timed_out = True
     finally:
         recv.close()
         proc.join(timeout=5 if payload is not None else 0.5)
         if proc.is_alive():
             proc.kill()
             proc.join()
+    with contextlib.suppress(OSError):  # what the child printed (Hypothesis' falsifying example), here
+        sys.stdout.write(log.output.read_text())
     if payload is not None:
         return payload
-    return "crashed", (_exit_reason(proc.exitcode), log.read(), log.args)
+    how = f"did not finish in {timeout:.0f}s (a hang) and was killed" if timed_out else _exit_reason(proc.exitcode)
+    return "crashed", (how, log.read(), log.args)
 
 
 def crash_error(name: str, dtype: str, how: str, example: str, args_path: Path) -> Any:
