@@ -80,8 +80,14 @@ def _norm_fwd_kernel(
 ):
     rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
     row_ok = rows < n_rows
-    x_row = strided_offsets(rows, R1, R2, R3, xs0, xs1, xs2, xs3, RANK)[:, None]
-    y_row = strided_offsets(rows, R1, R2, R3, ys0, ys1, ys2, ys3, RANK)[:, None]
+    if RANK == 1:  # inline: a nested @triton.jit call costs milliseconds under the interpreter
+        x_row = (rows * xs3)[:, None]
+    else:
+        x_row = strided_offsets(rows, R1, R2, R3, xs0, xs1, xs2, xs3, RANK)[:, None]
+    if RANK == 1:
+        y_row = (rows * ys3)[:, None]
+    else:
+        y_row = strided_offsets(rows, R1, R2, R3, ys0, ys1, ys2, ys3, RANK)[:, None]
     cols = tl.arange(0, BLOCK_D).to(tl.int64)[None, :]  # int64: col * stride can pass 2^31
     acc_ty = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
     eps = tl.load(eps_ptr).to(acc_ty)
@@ -141,8 +147,9 @@ def _norm_bwd_kernel(
     mean_ptr,  # (rows,) saved means (CENTRED)
     rstd_ptr,  # (rows,) saved 1 / sqrt(var + eps)
     dx_ptr,  # grad_input, contiguous in the input's shape
-    dw_ptr,  # (n_partial, D) contiguous: this program's sum over its rows of g * xhat (DW)
-    db_ptr,  # (n_partial, D) contiguous: this program's sum over its rows of g (DB)
+    dw_ptr,  # (n_partial, D) contiguous: this program's sum over its rows of g * xhat (DW); with
+    # FINAL (one program, whole rows) the (D,) dweight itself, at the weight's dtype
+    db_ptr,  # (n_partial, D) contiguous: this program's sum over its rows of g (DB); FINAL: dbias
     n_rows,
     D,
     rows_per_program,  # a multiple of BLOCK_R; program p owns rows [p * rows_per_program, ...)
@@ -171,6 +178,7 @@ def _norm_bwd_kernel(
     DB: tl.constexpr,  # write dbias partials
     RANK: tl.constexpr,
     SINGLE: tl.constexpr,  # the whole row in one tile: partials accumulate in registers
+    FINAL: tl.constexpr,  # one program (SINGLE only): its sums are the results (saves two launches)
     BLOCK_R: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
@@ -193,9 +201,18 @@ def _norm_bwd_kernel(
             rows = first + r0 + tl.arange(0, BLOCK_R)
             row_ok = rows < n_rows
             mask = row_ok[:, None] & col_ok
-            x_row = strided_offsets(rows, R1, R2, R3, xs0, xs1, xs2, xs3, RANK)[:, None]
-            g_row = strided_offsets(rows, R1, R2, R3, gs0, gs1, gs2, gs3, RANK)[:, None]
-            d_row = strided_offsets(rows, R1, R2, R3, ds0, ds1, ds2, ds3, RANK)[:, None]
+            if RANK == 1:
+                x_row = (rows * xs3)[:, None]
+            else:
+                x_row = strided_offsets(rows, R1, R2, R3, xs0, xs1, xs2, xs3, RANK)[:, None]
+            if RANK == 1:
+                g_row = (rows * gs3)[:, None]
+            else:
+                g_row = strided_offsets(rows, R1, R2, R3, gs0, gs1, gs2, gs3, RANK)[:, None]
+            if RANK == 1:
+                d_row = (rows * ds3)[:, None]
+            else:
+                d_row = strided_offsets(rows, R1, R2, R3, ds0, ds1, ds2, ds3, RANK)[:, None]
             x = tl.load(x_ptr + x_row + cols * xsd, mask=mask, other=0.0).to(acc_ty)
             g = tl.load(g_ptr + g_row + cols * gsd, mask=mask, other=0.0).to(acc_ty)
             rstd = tl.load(rstd_ptr + rows, mask=row_ok, other=0.0)[:, None]
@@ -214,19 +231,29 @@ def _norm_bwd_kernel(
                 dw_acc += tl.sum(g * xhat, axis=0)[None, :]
             if DB:
                 db_acc += tl.sum(g, axis=0)[None, :]
+        # cast on store: the partial buffer's dtype (fp32/fp64), or with FINAL the parameter's
         if DW:
-            tl.store(dw_ptr + part_row + cols, dw_acc, mask=col_ok)
+            tl.store(dw_ptr + part_row + cols, dw_acc.to(dw_ptr.dtype.element_ty), mask=col_ok)
         if DB:
-            tl.store(db_ptr + part_row + cols, db_acc, mask=col_ok)
+            tl.store(db_ptr + part_row + cols, db_acc.to(db_ptr.dtype.element_ty), mask=col_ok)
     else:
         # streamed rows: pass 1 the two row sums, pass 2 dx and the partials (this program's row
         # of the partial buffer, zeroed by the launcher, updated chunk by chunk)
         for r0 in range(0, rows_per_program, BLOCK_R):
             rows = first + r0 + tl.arange(0, BLOCK_R)
             row_ok = rows < n_rows
-            x_row = strided_offsets(rows, R1, R2, R3, xs0, xs1, xs2, xs3, RANK)[:, None]
-            g_row = strided_offsets(rows, R1, R2, R3, gs0, gs1, gs2, gs3, RANK)[:, None]
-            d_row = strided_offsets(rows, R1, R2, R3, ds0, ds1, ds2, ds3, RANK)[:, None]
+            if RANK == 1:
+                x_row = (rows * xs3)[:, None]
+            else:
+                x_row = strided_offsets(rows, R1, R2, R3, xs0, xs1, xs2, xs3, RANK)[:, None]
+            if RANK == 1:
+                g_row = (rows * gs3)[:, None]
+            else:
+                g_row = strided_offsets(rows, R1, R2, R3, gs0, gs1, gs2, gs3, RANK)[:, None]
+            if RANK == 1:
+                d_row = (rows * ds3)[:, None]
+            else:
+                d_row = strided_offsets(rows, R1, R2, R3, ds0, ds1, ds2, ds3, RANK)[:, None]
             rstd = tl.load(rstd_ptr + rows, mask=row_ok, other=0.0)[:, None]
             mean = tl.zeros((BLOCK_R, 1), acc_ty)
             if CENTRED:
@@ -392,10 +419,17 @@ def _backward(x, weight, g, mean, rstd, centred: bool, need_dw: bool, need_db: b
     layout, strides = _row_args((x, g, dx))
     br, bd, single, warps = _blocks(n_rows, d)
     per_program, programs = partial_rows(n_rows, br)
-    # the streamed path adds to its partial row chunk by chunk: zeros; the single-tile path writes it
+    # one program over whole rows writes dweight and dbias itself; else partials, summed below.
+    # The streamed path adds to its partial row chunk by chunk: zeros; the single-tile path writes it
+    final = single and programs == 1
     alloc = rt.empty if single else torch.zeros
-    dw_part = alloc((programs, d), dtype=acc, device=x.device) if need_dw else None
-    db_part = alloc((programs, d), dtype=acc, device=x.device) if need_db else None
+    dw_part = dw_out = db_part = db_out = None
+    if need_dw:
+        dw_out = rt.empty((d,), dtype=weight.dtype, device=x.device) if final else None
+        dw_part = dw_out if final else alloc((programs, d), dtype=acc, device=x.device)
+    if need_db:
+        db_out = rt.empty((d,), dtype=x.dtype, device=x.device) if final else None
+        db_part = db_out if final else alloc((programs, d), dtype=acc, device=x.device)
     _norm_bwd_kernel[(programs,)](
         layout.tensors[0],
         weight if weight is not None else x,
@@ -417,12 +451,13 @@ def _backward(x, weight, g, mean, rstd, centred: bool, need_dw: bool, need_db: b
         DB=need_db,
         RANK=1 if layout.flat else 4,
         SINGLE=single,
+        FINAL=final,
         BLOCK_R=br,
         BLOCK_D=bd,
         num_warps=warps,
     )
-    dw = _sum_partials(dw_part, weight) if need_dw else _none(x)
-    db = _sum_partials(db_part, x) if need_db else _none(x)
+    dw = (dw_out if final else _sum_partials(dw_part, weight)) if need_dw else _none(x)
+    db = (db_out if final else _sum_partials(db_part, x)) if need_db else _none(x)
     return dx, dw, db
 
 
