@@ -221,8 +221,8 @@ pytestmark = pytest.mark.skipif(not rt.INTERPRET, reason="the planted kernels ta
 
 def test_the_planted_kernel_without_bugs_passes():
     """The planted kernel is right with no bug switched on: what the tests below catch is the bug."""
-    gc.verify_op("layer_norm", impl=planted_layer_norm(), dtypes=[torch.float32], max_examples=5)
-    gc.verify_op("rms_norm", impl=planted_rms_norm(), dtypes=[torch.float32], max_examples=5)
+    gc.verify_op("layer_norm", impl=planted_layer_norm(), dtypes=[torch.float32], max_examples=3)
+    gc.verify_op("rms_norm", impl=planted_rms_norm(), dtypes=[torch.float32], max_examples=3)
 
 
 def test_padded_lane_variance_is_caught():
