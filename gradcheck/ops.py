@@ -42,6 +42,7 @@ SPEC_MODULES: tuple[str, ...] = (
     "cat",
     "matmul",
     "softmax",
+    "norms",
     "cross_entropy",
     "mse",
     "conv",

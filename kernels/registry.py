@@ -12,7 +12,21 @@ from collections.abc import Callable
 
 import torch
 
-from kernels import _runtime, cat, conv, cross_entropy, elementwise, matmul, mse, optim, pool, reduction, relu, softmax
+from kernels import (
+    _runtime,
+    cat,
+    conv,
+    cross_entropy,
+    elementwise,
+    matmul,
+    mse,
+    norms,
+    optim,
+    pool,
+    reduction,
+    relu,
+    softmax,
+)
 
 __all__ = ["IMPLEMENTATIONS", "device"]
 
@@ -45,6 +59,10 @@ IMPLEMENTATIONS: dict[str, Callable] = {
     "linear_relu": matmul.linear_relu,
     "softmax": softmax.softmax,
     "log_softmax": softmax.log_softmax,
+    # torch.nn.functional's signatures (normalized_shape, optional weight and bias, eps)
+    "layer_norm": norms.layer_norm,
+    "rms_norm": norms.rms_norm,
+    "group_norm": norms.group_norm,
     # torch.nn.functional's full positional signatures (size_average, reduce included)
     "cross_entropy": cross_entropy.cross_entropy,
     "mse_loss": mse.mse_loss,

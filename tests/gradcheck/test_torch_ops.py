@@ -57,9 +57,22 @@ KNOWN_FAILURES: dict[tuple[str, str], str] = {
 KNOWN_FAILURES.update(
     {("max_pool2d", d): KNOWN_FAILURES[("max_pool2d", "float32")] for d in ("float16", "bfloat16", "float64")}
 )
+KNOWN_FAILURES[("layer_norm", "bfloat16")] = (
+    "torch bug (tests/kernels/test_norms.py::test_torch_layer_norm_bf16_bias_grad_accumulates_in_bf16): its CPU "
+    "bf16 backward accumulates dweight and dbias in bf16 (4097 rows of grad 1 give a dbias of 512)"
+)
+KNOWN_FAILURES.update(
+    {
+        ("group_norm", d): "torch bug (tests/kernels/test_norms.py::"
+        "test_torch_group_norm_channels_last_variance_cancels): its CPU channels_last group_norm takes the "
+        "variance as E[x^2] - E[x]^2, off by O(1) at a mean offset of 300"
+        for d in ("float32", "float16", "bfloat16", "float64")
+    }
+)
 #: Known failures whose failing input the short ci profile (10 examples) does not always reach:
-#: not strict there (mul f16: the broadcast operand's rounded products need a wide broadcast).
-RARE = {("mul", "float16"), ("cross_entropy", "float16")}
+#: not strict there (mul f16: the broadcast operand's rounded products need a wide broadcast;
+#: group_norm f16/bf16: a channels_last input with a mean offset; cross_entropy f16: 2049 rows).
+RARE = {("mul", "float16"), ("cross_entropy", "float16"), ("group_norm", "float16"), ("group_norm", "bfloat16")}
 #: Ops whose torch implementation can kill the process on a drawn input: run in a child process.
 ISOLATED = {"max_pool2d"}
 
