@@ -12,7 +12,22 @@ from collections.abc import Callable
 
 import torch
 
-from kernels import _runtime, cat, conv, cross_entropy, elementwise, matmul, mse, optim, pool, reduction, relu, softmax
+from kernels import (
+    _runtime,
+    activations,
+    cat,
+    conv,
+    cross_entropy,
+    elementwise,
+    embedding,
+    matmul,
+    mse,
+    optim,
+    pool,
+    reduction,
+    relu,
+    softmax,
+)
 
 __all__ = ["IMPLEMENTATIONS", "device"]
 
@@ -51,6 +66,9 @@ IMPLEMENTATIONS: dict[str, Callable] = {
     "conv2d": conv.conv2d,
     "max_pool2d": pool.max_pool2d,
     "sgd": _sgd,
+    # activations: gelu's approximate positional; the gated ones split the last dim in halves [a, b]
+    **{name: getattr(activations, name) for name in ("gelu", "silu", "swiglu", "geglu")},
+    "embedding": embedding.embedding,
 }
 
 
