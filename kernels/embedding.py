@@ -21,9 +21,15 @@ __all__ = ["embedding", "embedding_backward_op", "embedding_op"]
 
 #: Index dtypes torch's embedding accepts.
 INDEX_DTYPES = (torch.int64, torch.int32)
-#: Lookups (forward) or positions of one run (backward) per step; columns per program (at most).
+#: Positions of a run per step of the backward; columns per program (at most).
 BLOCK_N = 32
 MAX_BLOCK_D = 1024 if rt.INTERPRET else 256
+#: Lookup elements per forward program (rows = this / columns): the interpreter runs programs one
+#: by one in Python, so it gets few big ones.
+FWD_ELEMENTS = 1 << 16 if rt.INTERPRET else 1 << 13
+#: Table rows per backward program: one on a GPU (a program per row and column block); under the
+#: interpreter 64 rows summed at once through a one-hot mask (the same sums in the same order).
+BLOCK_V = 64 if rt.INTERPRET else 1
 
 
 @triton.jit
@@ -61,10 +67,12 @@ def _embedding_fwd_kernel(
 @triton.jit
 def _embedding_bwd_kernel(
     g_ptr,  # grad_output (*index shape, D), any layout: rows described by (S*, gs*), columns by g_sD
-    order_ptr,  # positions sorted by their index (stable), int64, (N,)
-    start_ptr,  # first entry of each table row's run in order, int64, (V,)
+    sorted_ptr,  # the indices sorted (stable), int64, (N,)
+    order_ptr,  # the position each sorted index came from, int64, (N,)
+    start_ptr,  # first entry of each table row's run in the sorted order, int64, (V,)
     count_ptr,  # length of each table row's run, int64, (V,)
     dw_ptr,  # weight gradient (V, D), contiguous
+    V,  # table rows
     D,  # embedding dim
     padding_idx,  # row whose gradient is zero (-1: none)
     S1,
@@ -75,32 +83,47 @@ def _embedding_bwd_kernel(
     gs2,
     gs3,  # grad_output strides over those dims
     g_sD,  # grad_output's last-dim stride
-    RANK: tl.constexpr,  # collapsed dims in use (0: grad_output rows contiguous)
+    RANK: tl.constexpr,  # collapsed dims in use (0: grad_output contiguous)
+    BLOCK_V: tl.constexpr,  # table rows per program (their runs are adjacent in the sorted order)
     BLOCK_N: tl.constexpr,
     BLOCK_D: tl.constexpr,
 ):
-    v = tl.program_id(0).to(tl.int64)
+    v0 = tl.program_id(0).to(tl.int64) * BLOCK_V
     cols = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     col_ok = cols < D
     acc_t = tl.float64 if g_ptr.dtype.element_ty == tl.float64 else tl.float32
-    acc = tl.zeros((BLOCK_D,), dtype=acc_t)
-    start = tl.load(start_ptr + v)
-    count = tl.load(count_ptr + v)
-    if v == padding_idx:
-        count = 0
-    for i in range(0, count, BLOCK_N):
+    v_last = tl.minimum(v0 + BLOCK_V, V) - 1
+    first = tl.load(start_ptr + v0)
+    end = tl.load(start_ptr + v_last) + tl.load(count_ptr + v_last)
+    if BLOCK_V == 1:
+        acc = tl.zeros((BLOCK_D,), dtype=acc_t)
+        if v0 == padding_idx:
+            end = first
+    else:
+        vs = v0 + tl.arange(0, BLOCK_V)  # (BLOCK_V,) the rows of this program
+        acc2 = tl.zeros((BLOCK_V, BLOCK_D), dtype=acc_t)
+    for i in range(first, end, BLOCK_N):
         k = i + tl.arange(0, BLOCK_N)
-        k_ok = k < count
-        pos = tl.load(order_ptr + start + k, mask=k_ok, other=0)  # (BLOCK_N,) int64 positions
+        k_ok = k < end
+        pos = tl.load(order_ptr + k, mask=k_ok, other=0)  # (BLOCK_N,) int64 positions
         if RANK == 0:
             g_rows = pos * D
         else:
             g_rows = strided_offsets(pos, S1, S2, S3, gs0, gs1, gs2, gs3, RANK)
         g = tl.load(
             g_ptr + g_rows[:, None] + cols[None, :].to(tl.int64) * g_sD, mask=k_ok[:, None] & col_ok[None, :], other=0.0
-        ).to(acc_t)
-        acc += tl.sum(g, axis=0)
-    tl.store(dw_ptr + v * D + cols, acc.to(dw_ptr.dtype.element_ty), mask=col_ok)
+        ).to(acc_t)  # (BLOCK_N, BLOCK_D)
+        if BLOCK_V == 1:
+            acc += tl.sum(g, axis=0)
+        else:
+            sidx = tl.load(sorted_ptr + k, mask=k_ok, other=-1)
+            hit = (sidx[:, None] == vs[None, :]) & (vs != padding_idx)[None, :]  # (BLOCK_N, BLOCK_V)
+            acc2 += tl.sum(tl.where(hit[:, :, None], g[:, None, :], 0.0), axis=0)
+    if BLOCK_V == 1:
+        tl.store(dw_ptr + v0 * D + cols, acc.to(dw_ptr.dtype.element_ty), mask=col_ok)
+    else:
+        mask = (vs < V)[:, None] & col_ok[None, :]
+        tl.store(dw_ptr + vs[:, None] * D + cols[None, :], acc2.to(dw_ptr.dtype.element_ty), mask=mask)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -129,7 +152,20 @@ def _block_d(d: int) -> int:
     return min(rt.next_pow2(max(d, 1)), MAX_BLOCK_D)
 
 
+def _check_range(indices: torch.Tensor, num: int) -> None:
+    """``IndexError`` for an index outside [0, num), before any launch (a kernel would read past
+    the table). Inside the custom op, so ``torch.compile`` does not trace the data-dependent test."""
+    if indices.numel():
+        lo, hi = (int(v) for v in torch.aminmax(indices))
+        if lo < 0 or hi >= num:
+            bad = lo if lo < 0 else hi
+            raise IndexError(
+                f"index {bad} is out of range for an embedding table of {num} rows (expected 0..{num - 1})"
+            )
+
+
 def _forward(indices: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    _check_range(indices, weight.shape[0])
     d = weight.shape[1]
     out = rt.empty((*indices.shape, d), dtype=weight.dtype, device=weight.device)
     n = indices.numel()
@@ -137,11 +173,12 @@ def _forward(indices: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return out
     indices, sizes, i_s, rank = _layout(indices.stride(), indices.shape, indices)
     block_d = _block_d(d)
-    grid = (rt.cdiv(n, BLOCK_N), rt.cdiv(d, block_d))
+    block_n = max(16, min(FWD_ELEMENTS // block_d, rt.next_pow2(n)))
+    grid = (rt.cdiv(n, block_n), rt.cdiv(d, block_d))
     _embedding_fwd_kernel[grid](
         indices, weight, out, n, d, *sizes[1:], *i_s, weight.stride(0), weight.stride(1),
         RANK=rank, INT64=int64_indexing(indices, out, n=n),
-        BLOCK_N=BLOCK_N, BLOCK_D=block_d,
+        BLOCK_N=block_n, BLOCK_D=block_d,
     )  # fmt: skip
     return out
 
@@ -153,15 +190,15 @@ def _backward(indices: torch.Tensor, g: torch.Tensor, num_weights: int, padding_
         return dw
     flat = indices.reshape(-1).to(torch.int64)
     # the runs of equal indices: a stable sort fixes the order each row's gradient is summed in
-    order = torch.argsort(flat, stable=True)
+    sorted_idx, order = torch.sort(flat, stable=True)
     counts = torch.bincount(flat, minlength=num_weights)
     starts = torch.cumsum(counts, 0) - counts
     g, sizes, g_s, rank = _layout(g.stride()[:-1], indices.shape, g)
     block_d = _block_d(d)
-    grid = (num_weights, rt.cdiv(d, block_d))
+    grid = (rt.cdiv(num_weights, BLOCK_V), rt.cdiv(d, block_d))
     _embedding_bwd_kernel[grid](
-        g, order, starts, counts, dw, d, padding_idx, *sizes[1:], *g_s, g.stride(-1),
-        RANK=rank, BLOCK_N=BLOCK_N, BLOCK_D=block_d,
+        g, sorted_idx, order, starts, counts, dw, num_weights, d, padding_idx, *sizes[1:], *g_s, g.stride(-1),
+        RANK=rank, BLOCK_V=BLOCK_V, BLOCK_N=BLOCK_N, BLOCK_D=block_d,
     )  # fmt: skip
     return dw
 
@@ -249,11 +286,4 @@ def embedding(
                 f"padding_idx={padding_idx} is outside the table of {num} rows (expected {-num}..{num - 1})"
             )
         pad = padding_idx % num
-    if input.numel():
-        lo, hi = (int(v) for v in torch.aminmax(input))
-        if lo < 0 or hi >= num:
-            bad = lo if lo < 0 else hi
-            raise IndexError(
-                f"index {bad} is out of range for an embedding table of {num} rows (expected 0..{num - 1})"
-            )
     return embedding_op(input, weight, pad)
