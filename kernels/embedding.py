@@ -21,8 +21,9 @@ __all__ = ["embedding", "embedding_backward_op", "embedding_op"]
 
 #: Index dtypes torch's embedding accepts.
 INDEX_DTYPES = (torch.int64, torch.int32)
-#: Positions of a run per step of the backward; columns per program (at most).
-BLOCK_N = 32
+#: Positions of a run per step of the backward (the interpreter: few, big steps); columns per
+#: program (at most).
+BLOCK_N = 256 if rt.INTERPRET else 32
 MAX_BLOCK_D = 1024 if rt.INTERPRET else 256
 #: Lookup elements per forward program (rows = this / columns): the interpreter runs programs one
 #: by one in Python, so it gets few big ones.
@@ -195,10 +196,12 @@ def _backward(indices: torch.Tensor, g: torch.Tensor, num_weights: int, padding_
     starts = torch.cumsum(counts, 0) - counts
     g, sizes, g_s, rank = _layout(g.stride()[:-1], indices.shape, g)
     block_d = _block_d(d)
-    grid = (rt.cdiv(num_weights, BLOCK_V), rt.cdiv(d, block_d))
+    # the one-hot sum holds a (BLOCK_N, rows, BLOCK_D) tile: at most 2^20 elements (Triton's limit)
+    block_v = max(1, min(BLOCK_V, (1 << 20) // (BLOCK_N * block_d)))
+    grid = (rt.cdiv(num_weights, block_v), rt.cdiv(d, block_d))
     _embedding_bwd_kernel[grid](
         g, sorted_idx, order, starts, counts, dw, num_weights, d, padding_idx, *sizes[1:], *g_s, g.stride(-1),
-        RANK=rank, BLOCK_V=BLOCK_V, BLOCK_N=BLOCK_N, BLOCK_D=block_d,
+        RANK=rank, BLOCK_V=block_v, BLOCK_N=BLOCK_N, BLOCK_D=block_d,
     )  # fmt: skip
     return dw
 
