@@ -20,6 +20,7 @@ from kernels import (
     cross_entropy,
     elementwise,
     embedding,
+    logsumexp,
     matmul,
     mse,
     optim,
@@ -69,6 +70,7 @@ IMPLEMENTATIONS: dict[str, Callable] = {
     # activations: gelu's approximate positional; the gated ones split the last dim in halves [a, b]
     **{name: getattr(activations, name) for name in ("gelu", "silu", "swiglu", "geglu")},
     "embedding": embedding.embedding,
+    "logsumexp": logsumexp.logsumexp,
 }
 
 
