@@ -98,7 +98,8 @@ SPECS = [
         inputs=_gated_inputs,
         ulps=4,  # exp and a division, then two products
         torch_fn=swiglu,
-        doc="silu(a) * b for x = [a, b] halves of the last dim (2H -> H, Llama's MLP); grads [g b silu'(a), g silu(a)]",
+        doc="silu(a) * b for x = (a, b), the halves of the last dim (2H -> H, Llama's MLP); "
+        "grads g b silu'(a) and g silu(a)",
         tags=("activation", "gated"),
     ),
     OpSpec(
@@ -108,8 +109,8 @@ SPECS = [
         inputs=_gated_inputs,
         ulps=4,  # exp and a division (the tanh form), then products
         torch_fn=geglu,
-        doc="gelu_tanh(a) * b for x = [a, b] halves of the last dim (2H -> H; the tanh approximation, as "
-        "Gemma and Liger); grads [g b gelu_tanh'(a), g gelu_tanh(a)]",
+        doc="gelu_tanh(a) * b for x = (a, b), the halves of the last dim (2H -> H; the tanh approximation, as "
+        "Gemma and Liger); grads g b gelu_tanh'(a) and g gelu_tanh(a)",
         tags=("activation", "gated"),
     ),
 ]

@@ -69,8 +69,8 @@ SPECS = [
         kinks=_kinks,
         multilinear=True,  # the weight gradient is a sum of grad_output rows: |g| bounds its terms
         torch_fn=F.embedding,
-        doc="weight[indices] (any index shape, repeated indices, a padding_idx); the weight gradient sums "
-        "the grad_output rows of repeated indices, zero for the padding row",
+        doc="the weight rows at the indices (any index shape, repeated indices, a padding_idx); the weight "
+        "gradient sums the grad_output rows of repeated indices, zero for the padding row",
         tags=("indexing",),
     ),
 ]
