@@ -48,6 +48,9 @@ SPEC_MODULES: tuple[str, ...] = (
     "conv",
     "pool",
     "optim",
+    "activations",
+    "logsumexp",
+    "embedding",
 )
 
 #: Entry-point group through which an installed package binds its implementations to op names: each

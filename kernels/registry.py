@@ -14,10 +14,13 @@ import torch
 
 from kernels import (
     _runtime,
+    activations,
     cat,
     conv,
     cross_entropy,
     elementwise,
+    embedding,
+    logsumexp,
     matmul,
     mse,
     norms,
@@ -69,6 +72,10 @@ IMPLEMENTATIONS: dict[str, Callable] = {
     "conv2d": conv.conv2d,
     "max_pool2d": pool.max_pool2d,
     "sgd": _sgd,
+    # activations: gelu's approximate positional; the gated ones split the last dim in halves [a, b]
+    **{name: getattr(activations, name) for name in ("gelu", "silu", "swiglu", "geglu")},
+    "embedding": embedding.embedding,
+    "logsumexp": logsumexp.logsumexp,
 }
 
 
