@@ -47,6 +47,10 @@ SPEC_MODULES: tuple[str, ...] = (
     "conv",
     "pool",
     "optim",
+    "losses",
+    "rotary",
+    "attention",
+    "linear_cross_entropy",
 )
 
 #: Entry-point group through which an installed package binds its implementations to op names: each
