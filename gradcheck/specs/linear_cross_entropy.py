@@ -19,6 +19,10 @@ from gradcheck.specs.softmax import UNIT_SCALE_DISTANCE
 
 __all__ = ["SPECS", "linear_cross_entropy"]
 
+#: Elements of the logits, the weight and the hidden states at most: twice the catalog's usual
+#: budget, so that 4097 rows keep a vocabulary of 3 (a vocabulary of 1 has a constant loss).
+_MAX_PRODUCT = 2 * MAX_NUMEL
+
 
 def linear_cross_entropy(
     hidden: torch.Tensor,
@@ -38,14 +42,23 @@ def linear_cross_entropy(
 def _geometry(draw) -> tuple[int, int, int]:
     """(N, H, V): rows crossing block multiples (17 to 257) and now and then past 2048, hidden
     sizes and vocabularies that are not powers of two (17, 127, 1000, 2049); each of the three
-    products N V, V H and N H stays within MAX_NUMEL (the largest side wins, the others shrink)."""
-    n = draw(st.one_of(st.integers(1, 8), st.sampled_from((17, 33, 65, 129, 257)), st.sampled_from(gs.LARGE_SIZES)))
+    products N V, V H and N H stays within _MAX_PRODUCT (the largest side wins, the others
+    shrink)."""
+    # rows: 1 in 16 past 2048, 5 in 16 just past a block multiple; vocabularies: 1 in 4 past 12
+    # (the rare cases sit mid-range, where Hypothesis does not favour them as it favours the ends)
+    kind = draw(st.integers(0, 15))
+    if kind == 8:
+        n = draw(st.sampled_from(gs.LARGE_SIZES))
+    elif 9 <= kind <= 13:
+        n = draw(st.sampled_from((17, 33, 65, 129, 257)))
+    else:
+        n = draw(st.integers(1, 8))
     h = draw(gs.sides(min_side=1, max_side=32, large=False))
-    v = draw(st.one_of(st.integers(1, 12), st.sampled_from((17, 1000, 2049))))
+    v = draw(st.sampled_from((17, 1000, 2049))) if draw(st.integers(0, 7)) in (3, 4) else draw(st.integers(1, 12))
     sides = [n, h, v]
     order = sorted(range(3), key=lambda i: -sides[i])
     for i in order[1:]:  # shrink the two smaller sides until every pair fits
-        while sides[i] > 1 and max(sides[a] * sides[b] for a, b in ((0, 1), (1, 2), (0, 2))) > MAX_NUMEL:
+        while sides[i] > 1 and max(sides[a] * sides[b] for a, b in ((0, 1), (1, 2), (0, 2))) > _MAX_PRODUCT:
             sides[i] = max(1, sides[i] // 2)
     return tuple(sides)
 
