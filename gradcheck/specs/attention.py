@@ -31,8 +31,8 @@ def scaled_dot_product_attention(
 
 @st.composite
 def _inputs(draw, dtype: torch.dtype):
-    """(q, k, v, is_causal, scale): T up to 129 (past the block
-    multiples 64 and 128 of flash-attention kernels), D up to 65 (odd head dims included)."""
+    """(q, k, v, is_causal, scale): T up to 129 (past the block multiples 64 and 128 of
+    flash-attention kernels), D up to 65 (odd head dims included)."""
     q, k, v = draw(gs.attention_inputs(max_batch=2, max_heads=3, max_seq=129, max_head_dim=65))
     b, h, t, _ = q.shape
     while b * h * t * t > _MAX_SCORES and b * h > 1:  # long sequences keep one batch and head
