@@ -12,7 +12,21 @@ from collections.abc import Callable
 
 import torch
 
-from kernels import _runtime, cat, conv, cross_entropy, elementwise, matmul, mse, optim, pool, reduction, relu, softmax
+from kernels import (
+    _runtime,
+    cat,
+    conv,
+    cross_entropy,
+    elementwise,
+    matmul,
+    mse,
+    optim,
+    pool,
+    reduction,
+    relu,
+    rotary,
+    softmax,
+)
 
 __all__ = ["IMPLEMENTATIONS", "device"]
 
@@ -51,6 +65,7 @@ IMPLEMENTATIONS: dict[str, Callable] = {
     "conv2d": conv.conv2d,
     "max_pool2d": pool.max_pool2d,
     "sgd": _sgd,
+    "rotary_embedding": rotary.rotary_embedding,
 }
 
 
