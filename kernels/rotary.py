@@ -85,6 +85,9 @@ def _rotary_fwd_kernel(
 def _rotary_tables_bwd_kernel(
     g_ptr,  # grad_output (B, H, T, D), any layout
     x_ptr,  # x (B, H, T, D), any layout
+    cos_ptr,  # (T, D), any layout (read for dx only)
+    sin_ptr,  # (T, D), any layout (read for dx only)
+    dx_ptr,  # (B, H, T, D) contiguous (written when NEED_X)
     dcos_ptr,  # (T, D) contiguous
     dsin_ptr,  # (T, D) contiguous
     BH,  # B * H: the sum each table element takes
@@ -99,6 +102,11 @@ def _rotary_tables_bwd_kernel(
     xs_h,
     xs_t,
     xs_d,  # x's strides
+    cs_t,
+    cs_d,  # cos's strides
+    ss_t,
+    ss_d,  # sin's strides
+    NEED_X: tl.constexpr,  # also write dx (the grad_output tile is loaded anyway)
     BLOCK_R: tl.constexpr,  # positions t per program
     BLOCK_C: tl.constexpr,
 ):
@@ -106,6 +114,11 @@ def _rotary_tables_bwd_kernel(
     cols = tl.program_id(1).to(tl.int64) * BLOCK_C + tl.arange(0, BLOCK_C)
     mask = (t < T)[:, None] & (cols < HALF)[None, :]
     acc_ty = tl.float64 if x_ptr.dtype.element_ty == tl.float64 else tl.float32
+    if NEED_X:
+        c1 = tl.load(cos_ptr + t[:, None] * cs_t + cols[None, :] * cs_d, mask=mask, other=0.0).to(acc_ty)
+        c2 = tl.load(cos_ptr + t[:, None] * cs_t + (cols + HALF)[None, :] * cs_d, mask=mask, other=0.0).to(acc_ty)
+        s1 = tl.load(sin_ptr + t[:, None] * ss_t + cols[None, :] * ss_d, mask=mask, other=0.0).to(acc_ty)
+        s2 = tl.load(sin_ptr + t[:, None] * ss_t + (cols + HALF)[None, :] * ss_d, mask=mask, other=0.0).to(acc_ty)
     dc1 = tl.zeros((BLOCK_R, BLOCK_C), dtype=acc_ty)
     dc2 = tl.zeros((BLOCK_R, BLOCK_C), dtype=acc_ty)
     ds1 = tl.zeros((BLOCK_R, BLOCK_C), dtype=acc_ty)
@@ -123,6 +136,11 @@ def _rotary_tables_bwd_kernel(
         dc2 += g2 * x2
         ds1 -= g1 * x2
         ds2 += g2 * x1
+        if NEED_X:  # the transpose of the rotation, as _rotary_fwd_kernel with TRANSPOSE
+            dx_row = ((bh * T + t) * (2 * HALF))[:, None]
+            dx_ty = dx_ptr.dtype.element_ty
+            tl.store(dx_ptr + dx_row + cols[None, :], (g1 * c1 + g2 * s2).to(dx_ty), mask=mask)
+            tl.store(dx_ptr + dx_row + (cols + HALF)[None, :], (g2 * c2 - g1 * s1).to(dx_ty), mask=mask)
     out_row = t[:, None] * (2 * HALF)
     ty = dcos_ptr.dtype.element_ty
     tl.store(dcos_ptr + out_row + cols[None, :], dc1.to(ty), mask=mask)
@@ -163,11 +181,16 @@ def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, transpose:
     return out
 
 
-def _table_grads(g: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """dcos = sum over (B, H) of g x; dsin = sum over (B, H) of g rotate_half(x)."""
+def _table_grads(
+    g: torch.Tensor, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, *, need_x: bool
+) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor]:
+    """dcos = sum over (B, H) of g x, dsin = sum over (B, H) of g rotate_half(x), and with
+    ``need_x`` dx from the same pass over g (one launch: each program owns a tile of positions and
+    walks batch and heads)."""
     b, h, t, d = x.shape
     dcos = rt.empty((t, d), dtype=x.dtype, device=x.device)
     dsin = rt.empty((t, d), dtype=x.dtype, device=x.device)
+    dx = rt.empty_like(x) if need_x else None
     half = d // 2
     if t and half:  # with B * H = 0 the kernel's loop runs no step and stores zeros
         block_r, block_c = _blocks(t, half)
@@ -175,6 +198,9 @@ def _table_grads(g: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.
         _rotary_tables_bwd_kernel[grid](
             g,
             x,
+            cos,
+            sin,
+            dx if need_x else dcos,
             dcos,
             dsin,
             b * h,
@@ -183,10 +209,13 @@ def _table_grads(g: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.
             half,
             *g.stride(),
             *x.stride(),
+            *cos.stride(),
+            *sin.stride(),
+            NEED_X=need_x,
             BLOCK_R=block_r,
             BLOCK_C=block_c,
         )
-    return dcos, dsin
+    return dx, dcos, dsin
 
 
 def _check(x, cos, sin) -> None:
@@ -234,9 +263,10 @@ def rotary_embedding_backward_op(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dx, dcos, dsin); an unneeded gradient is an empty (0,) tensor."""
     empty = rt.empty((0,), dtype=x.dtype, device=x.device)
-    dx = _rotate(grad_output, cos, sin, transpose=True) if need_x else empty
-    dcos, dsin = _table_grads(grad_output, x) if need_tables else (empty.clone(), empty.clone())
-    return dx, dcos, dsin
+    if not need_tables:
+        return (_rotate(grad_output, cos, sin, transpose=True) if need_x else empty), empty.clone(), empty.clone()
+    dx, dcos, dsin = _table_grads(grad_output, x, cos, sin, need_x=need_x)
+    return (dx if need_x else empty), dcos, dsin
 
 
 @rotary_embedding_backward_op.register_fake
