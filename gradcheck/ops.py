@@ -51,6 +51,10 @@ SPEC_MODULES: tuple[str, ...] = (
     "activations",
     "logsumexp",
     "embedding",
+    "losses",
+    "rotary",
+    "attention",
+    "linear_cross_entropy",
 )
 
 #: Entry-point group through which an installed package binds its implementations to op names: each

@@ -33,6 +33,8 @@ __all__ = [
     "directions",
     "matmul_shapes",
     "pool2d_geometries",
+    "rotary_inputs",
+    "rotary_tables",
     "rows_with_params",
     "shapes",
     "sides",
@@ -533,3 +535,78 @@ def attention_inputs(
 def directions(rng: np.random.Generator, shape: Sequence[int]) -> np.ndarray:
     """A signed random direction (independent N(0, 1) entries) for directional derivatives."""
     return rng.standard_normal(tuple(shape))
+
+
+def _check_rotary_args(*, max_batch=2, max_heads=3, max_seq=64, max_head_dim=64, base=10000.0, max_numel=1 << 14, **_):
+    for name, value in (("max_batch", max_batch), ("max_heads", max_heads), ("max_seq", max_seq)):
+        _check_int(name, value, 1)
+    _check_int("max_head_dim", max_head_dim, 2)
+    _check_int("max_numel", max_numel, 1)
+    if isinstance(base, bool) or not isinstance(base, int | float) or not base > 1:
+        raise ValueError(f"base must be a number > 1, got {base!r}")
+
+
+def rotary_tables(positions: np.ndarray, head_dim: int, *, base: float = 10000.0) -> tuple[np.ndarray, np.ndarray]:
+    """Float64 ``(cos, sin)`` tables of shape ``(len(positions), head_dim)`` in the half-rotation
+    layout: angle[t, i] = positions[t] * base^(-2 (i mod D/2) / D), the two halves equal."""
+    if head_dim % 2:
+        raise ValueError(f"head_dim must be even for the half-rotation layout, got {head_dim}")
+    inv_freq = base ** (-np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)  # (D/2,)
+    angles = np.outer(np.asarray(positions, dtype=np.float64), inv_freq)  # (T, D/2)
+    angles = np.concatenate([angles, angles], axis=-1)  # (T, D)
+    return np.cos(angles), np.sin(angles)
+
+
+@_eager(_check_rotary_args)
+@st.composite
+def rotary_inputs(
+    draw,
+    *,
+    max_batch: int = 2,
+    max_heads: int = 3,
+    max_seq: int = 64,
+    max_head_dim: int = 64,
+    base: float = 10000.0,
+    max_numel: int = 1 << 14,
+    large: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(x, cos, sin)`` for a rotary position embedding in the half-rotation layout (Llama-style
+    models): ``x`` of shape ``(B, H, T, D)``, ``cos`` and ``sin`` of shape ``(T, D)``, genuine
+    tables of positions ``start .. start + T - 1`` (``start`` is 0, or past 0 as when decoding
+    with a KV cache) at frequencies ``base^(-2i/D)`` (see :func:`rotary_tables`).
+
+    ``D`` is even (the layout needs halves), usually small, sometimes with an odd or awkward half
+    (34, 66, 130: D/2 = 17, 33, 65) up to ``max_head_dim``; ``T`` is usually small, sometimes
+    awkward up to ``max_seq`` and, with ``large``, now and then past 2048 whatever ``max_seq``
+    (batch and heads shrink first to fit ``max_numel`` elements of ``x``, then ``D``, then ``T``)."""
+    half = draw(
+        sides(min_side=1, max_side=max(1, min(max_head_dim // 2, 8)), awkward=True, large=False).filter(
+            lambda n: 2 * n <= max_head_dim
+        )
+    )
+    d = 2 * half
+    # 1 in 16 past 2048 (with ``large``), 3 in 16 awkward; the rare cases sit mid-range, where
+    # Hypothesis does not favour them as it favours the ends
+    kind = draw(st.integers(0, 15))
+    awkward_seq = [n for n in AWKWARD_SIZES if n <= max_seq]
+    if large and kind == 8:
+        t = draw(st.sampled_from(LARGE_SIZES))
+    elif 9 <= kind <= 11 and awkward_seq:
+        t = draw(st.sampled_from(awkward_seq))
+    else:
+        t = draw(st.integers(1, min(max_seq, 9)))
+    b = draw(st.integers(1, max_batch))
+    h = draw(st.integers(1, max_heads))
+    while b * h * t * d > max_numel and b * h > 1:
+        if h > 1:
+            h = max(1, h // 2)
+        else:
+            b = max(1, b // 2)
+    # then the head dim (a T past 2048 stays past it), then T
+    d = max(2, min(d, 2 * (max_numel // (2 * t))))
+    while t * d > max_numel and t > 1:
+        t = max(1, t // 2)
+    start = draw(st.sampled_from((0, 0, 0, 1, 4093)))
+    cos, sin = rotary_tables(np.arange(start, start + t), d, base=base)
+    x = draw(tensors((b, h, t, d)))
+    return x, torch.from_numpy(cos), torch.from_numpy(sin)

@@ -28,6 +28,7 @@ from kernels import (
     pool,
     reduction,
     relu,
+    rotary,
     softmax,
 )
 
@@ -76,6 +77,7 @@ IMPLEMENTATIONS: dict[str, Callable] = {
     **{name: getattr(activations, name) for name in ("gelu", "silu", "swiglu", "geglu")},
     "embedding": embedding.embedding,
     "logsumexp": logsumexp.logsumexp,
+    "rotary_embedding": rotary.rotary_embedding,
 }
 
 
