@@ -21,6 +21,7 @@ _HERE = Path(__file__).parent
 ORDER = (
     "relu",
     "softmax",
+    "norms",
     "cross_entropy",
     "matmul",
     "conv",
@@ -31,6 +32,9 @@ ORDER = (
     "mse",
     "cat",
     "optim",
+    "activations",
+    "embedding",
+    "rotary",
 )
 
 

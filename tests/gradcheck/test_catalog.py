@@ -3,6 +3,7 @@ every op has torch's own op, and implementations are bound to op names by provid
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,18 @@ from gradcheck import ops as cat
 
 ROOT = Path(__file__).resolve().parents[2]
 
+#: Families in the catalog (reference, strategy, torch_fn: any implementation can be verified
+#: against them) that have no kernel of ours yet. The README's table of ops says which have one.
+CATALOG_ONLY = {"losses", "attention", "linear_cross_entropy"}
+
 
 @pytest.mark.parametrize("family", cat.SPEC_MODULES)
 def test_each_spec_file_has_its_kernel_reference_and_test_file(family):
-    for path in (f"reference/{family}.py", f"kernels/{family}.py", f"tests/kernels/test_{family}.py"):
+    assert (ROOT / f"reference/{family}.py").is_file(), f"gradcheck/specs/{family}.py has no reference/{family}.py"
+    if family in CATALOG_ONLY:
+        assert not (ROOT / f"kernels/{family}.py").is_file(), f"{family} has a kernel now: drop it from CATALOG_ONLY"
+        return
+    for path in (f"kernels/{family}.py", f"tests/kernels/test_{family}.py"):
         assert (ROOT / path).is_file(), f"gradcheck/specs/{family}.py has no {path}"
 
 
@@ -28,7 +37,9 @@ def test_the_explicit_list_names_every_spec_file():
 def test_every_op_has_torchs_own_op_and_our_implementation():
     specs = gc.catalog()
     assert all(callable(spec.torch_fn) for spec in specs.values())
-    assert set(gc.implementations()) == set(specs)
+    families = {m: {s.name for s in importlib.import_module(f"gradcheck.specs.{m}").SPECS} for m in cat.SPEC_MODULES}
+    catalog_only = set().union(*(families[m] for m in CATALOG_ONLY))
+    assert set(gc.implementations()) == set(specs) - catalog_only
 
 
 def test_our_kernels_are_found_through_the_entry_point():
