@@ -8,6 +8,7 @@ import argparse
 import importlib
 import importlib.metadata
 import json
+import math
 import os
 import sys
 import time
@@ -166,6 +167,7 @@ def _verify_main(argv: Sequence[str]) -> int:
                     "worst_error": s.worst_error,
                     "tolerance": s.worst_tolerance,
                     "ratio": s.worst_ratio,
+                    "baseline_error": None if math.isnan(s.baseline_error) else s.baseline_error,
                 }
             if error is not None:
                 row["failed_check"] = error.check
@@ -181,7 +183,8 @@ def _verify_main(argv: Sequence[str]) -> int:
 
     table = Table(
         title="gradcheck: implementations vs NumPy float64 reference",
-        caption="cells: worst |error| (its ratio to the tolerance; <= 1 passes); FD: finite differences",
+        caption="cells: worst |error| (its ratio to the tolerance; <= 1 passes); FD: finite differences; "
+        "vs torch: worst error / torch's worst at the same dtype on the same examples",
     )
     table.add_column("op")
     table.add_column("dtype")
@@ -190,6 +193,7 @@ def _verify_main(argv: Sequence[str]) -> int:
             {"forward": "forward", "backward": "backward vs ref", "backward_fd": "backward vs FD"}[check],
             justify="right",
         )
+    table.add_column("vs torch", justify="right")
     table.add_column("examples", justify="right")
     table.add_column("time", justify="right")
     table.add_column("result")
@@ -205,7 +209,10 @@ def _verify_main(argv: Sequence[str]) -> int:
                 cells.append(f"{c['worst_error']:.1e} ({c['ratio']:.2g})")
         fwd = row["checks"].get("forward", {})
         result = "[green]pass[/green]" if row["passed"] else f"[red]FAIL ({row.get('failed_check')})[/red]"
-        table.add_row(row["op"], row["dtype"], *cells, str(fwd.get("examples", 0)), f"{row['seconds']:.1f}s", result)
+        table.add_row(
+            row["op"], row["dtype"], *cells, _versus_torch(row), str(fwd.get("examples", 0)), f"{row['seconds']:.1f}s",
+            result,
+        )  # fmt: skip
     console.print(table)
     total = time.perf_counter() - started
     console.print(
@@ -220,6 +227,17 @@ def _verify_main(argv: Sequence[str]) -> int:
     if args.json:
         _write_json(args.json, results, total, partial=False)
     return 1 if failures else 0
+
+
+def _versus_torch(row: dict) -> str:
+    """The measuring stick: the worst error over forward and backward divided by torch's own at the
+    same dtype on the same examples ("-" where torch was not measured or was exact)."""
+    ratios = []
+    for check in ("forward", "backward"):
+        c = row["checks"].get(check)
+        if c and c.get("baseline_error") and c["examples"]:
+            ratios.append(c["worst_error"] / c["baseline_error"])
+    return f"{max(ratios):.2g}x" if ratios else "-"
 
 
 def _write_json(path: Path, results: list[dict], seconds: float, *, partial: bool) -> None:

@@ -10,6 +10,7 @@ A parent that has initialised CUDA cannot fork a child that uses it: :func:`run_
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import multiprocessing
 import os
 import pickle
@@ -33,6 +34,7 @@ class ExampleLog:
         self.text = directory / "example.txt"
         self.args = directory / "example.pt"
         self.output = directory / "output.txt"
+        self.fault = directory / "fault.txt"
         self.count = 0
 
     def write(self, drawn: tuple, context: str) -> None:
@@ -71,6 +73,8 @@ def _child(conn: Any, job: Callable[[ExampleLog], Any], log: ExampleLog) -> None
     # and the locks of sys.stdout/stderr (a test runner's I/O threads): fresh streams, relayed after.
     torch.set_num_threads(1)
     sys.stdout = sys.stderr = open(log.output, "w")  # noqa: SIM115 (the child's streams until it exits)
+    # where it died, for the crash report (and not on the parent's stderr)
+    faulthandler.enable(file=open(log.fault, "w"))  # noqa: SIM115
     try:
         result = job(log)
         payload = ("ok", result)
@@ -129,7 +133,16 @@ def run_isolated(job: Callable[[ExampleLog], Any], *, timeout: float | None = No
     if payload is not None:
         return payload
     how = f"did not finish in {timeout:.0f}s (a hang) and was killed" if timed_out else _exit_reason(proc.exitcode)
-    return "crashed", (how, log.read(), log.args)
+    return "crashed", (how, log.read() + _where(log), log.args)
+
+
+def _where(log: ExampleLog) -> str:
+    """The innermost Python frames of the crashed child (faulthandler's dump), if it wrote one."""
+    try:
+        frames = [ln.strip() for ln in log.fault.read_text().splitlines() if ln.strip().startswith("File ")]
+    except OSError:
+        return ""
+    return "  where (innermost Python frames):\n" + "".join(f"    {ln}\n" for ln in frames[:4]) if frames else ""
 
 
 def crash_error(name: str, dtype: str, how: str, example: str, args_path: Path) -> Any:
