@@ -82,6 +82,13 @@ def _parser() -> argparse.ArgumentParser:
         "--torch", action="store_true", help="verify torch's own ops (each catalog entry's torch_fn) instead of ours"
     )
     p.add_argument(
+        "--max-findings",
+        type=int,
+        default=3,
+        metavar="N",
+        help="distinct failures to look for per op and dtype (default 3; 1 stops at the first)",
+    )
+    p.add_argument(
         "--no-isolate",
         dest="isolate",
         action="store_false",
@@ -152,7 +159,8 @@ def _verify_main(argv: Sequence[str]) -> int:
             t0 = time.perf_counter()
             try:
                 report = verify_op(
-                    name, impl=impls.get(name), dtypes=[dtype], max_examples=args.examples, isolate=args.isolate
+                    name, impl=impls.get(name), dtypes=[dtype], max_examples=args.examples, isolate=args.isolate,
+                    max_findings=args.max_findings,
                 )
                 error = None
             except VerificationError as e:

@@ -424,7 +424,8 @@ def verify(
     Every distinct defect, not the first: after a failure, verification goes on at that dtype
     with the failing feature held out, up to ``max_findings`` failures: a layout the shrunk
     counterexample still needs (that argument is drawn contiguous from then on, and the report
-    says how to declare it), else the failing check and those that judge the same numbers.
+    says how to declare it; if the same defect shows again with it contiguous, the note is taken
+    back), else the failing check and those that judge the same numbers.
     Each failure has its own identity for Hypothesis (check and argument), so shrinking keeps to
     one defect. The raised error is the first; ``error.findings`` holds them all, each with the
     example number at which it was first found (``found_at``).
@@ -587,7 +588,9 @@ def _verify_dtype(
     report.runs[base.dname] = run_info
     cfg = base
     t0 = time.perf_counter()
-    for round_ in range(max_findings):
+    for round_ in range(2 * max_findings):  # a layout note taken back costs a round
+        if len(findings) >= max_findings:
+            break
         if round_:
             left = None if base.budget is None else base.budget - (time.perf_counter() - t0)
             if left is not None and left <= 0:
@@ -603,6 +606,18 @@ def _verify_dtype(
         run_info["budget"] = base.budget
         if error is None:
             break
+        previous = findings[-1] if findings else None
+        if previous is not None and "before_layout" in previous.details and type(error) is type(previous):
+            # the same defect with those arguments contiguous: the layout was not its cause. Take the
+            # note back and hold out the check instead (this finding is the same one, not another)
+            previous.args = (previous.details.pop("before_layout"),)
+            previous.details.pop("held_out", None)
+            report.failures[-1] = str(previous)
+            held_cfg = _hold_out(cfg, error, layouts=False)
+            if held_cfg is None:
+                break
+            cfg = held_cfg
+            continue
         findings.append(error)
         report.failures.append(str(error))
         run_info["findings"].append({"check": error.check, "found_at": error.found_at, "round": round_ + 1})
@@ -665,7 +680,7 @@ def _run_round(
     return None
 
 
-def _hold_out(cfg: Config, error: VerificationError) -> Config | None:
+def _hold_out(cfg: Config, error: VerificationError, *, layouts: bool = True) -> Config | None:
     """``cfg`` with the feature behind ``error`` held out, or None when there is nothing to hold out.
 
     The feature is a layout when the shrunk counterexample still has an argument laid out other
@@ -674,11 +689,12 @@ def _hold_out(cfg: Config, error: VerificationError) -> Config | None:
     contiguous only, and the error says how to declare the restriction. Otherwise it is the failing
     check and the checks that judge the same numbers (:data:`gradcheck.report.FAMILIES`)."""
     # only a fully shrunk counterexample tells which layouts a failure needs
-    layouts = error.details.get("layouts", {}) if error.details.get("shrunk", True) else {}
-    needed = {i: k for i, k in layouts.items() if k != "contiguous" and i not in cfg.layouts}
+    drawn = error.details.get("layouts", {}) if layouts and error.details.get("shrunk", True) else {}
+    needed = {i: k for i, k in drawn.items() if k != "contiguous" and i not in cfg.layouts}
     if needed and error.check not in ("opcheck",):
         which = ", ".join(f"arg{i} ({k})" for i, k in sorted(needed.items()))
         declare = ", ".join(f"{i}: 'contiguous'" for i in sorted(needed))
+        error.details["before_layout"] = str(error)  # taken back if the next round fails the same way
         error.args = (
             f"{error}\n  layout: the smallest failing example needs {which} laid out this way; the verification "
             f"went on with those arguments contiguous. If the implementation supports only contiguous "

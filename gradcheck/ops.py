@@ -88,7 +88,9 @@ class OpSpec:
     ``gradcheck.verify``). ``differentiable=False`` (an optimizer step) checks the forward only.
     ``deterministic=False`` compares a rerun within tolerance instead of bitwise.
     ``optional_grads`` are argument positions whose gradient torch does not define (cross-entropy's
-    class weight): checked when an implementation gives one, never demanded. The ``dot`` tag
+    class weight): checked when an implementation gives one, never demanded.
+    ``torch_baseline=False`` keeps ``torch_fn`` from serving as ``verify_op``'s measuring stick
+    (where torch's op is unsafe to run on the drawn inputs). The ``dot`` tag
     marks ops whose fp32 products may run in TF32.
     """
 
@@ -107,6 +109,7 @@ class OpSpec:
     terms: Callable[..., Any] | None = None
     vjp_terms: Callable[..., Any] | None = None
     optional_grads: tuple[int, ...] = ()
+    torch_baseline: bool = True
     doc: str = ""
     tags: Sequence[str] = field(default_factory=tuple)
 

@@ -64,7 +64,7 @@ def verify_op(
         fn, registered_device = implementation(op_name)
         device = device if device is not None else registered_device
     if baseline == "torch":
-        baseline = spec.torch_fn if fn is not spec.torch_fn else None
+        baseline = spec.torch_fn if fn is not spec.torch_fn and spec.torch_baseline else None
     return verify(
         fn,
         inputs if inputs is not None else spec.inputs,

@@ -29,7 +29,8 @@ def test_passing_ops_print_the_table_and_exit_0(tmp_path, capsys):
 
 @pytest.mark.parametrize("bug", ["relu_strided_bug", "relu_tail_bug"])
 def test_a_planted_bug_exits_1_with_the_report(bug, capsys):
-    argv = ["--ops", "relu", "--impl", f"relu=gradcheck.demo:{bug}", "--dtypes", "float32", "--examples", "25"]
+    argv = ["--ops", "relu", "--impl", f"relu=gradcheck.demo:{bug}", "--dtypes", "float32", "--examples", "25",
+            "--max-findings", "1"]
     code = cli.main(argv)
     printed = capsys.readouterr()
     text = printed.out + printed.err
