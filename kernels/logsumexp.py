@@ -12,10 +12,10 @@ from collections.abc import Sequence
 import torch
 import triton
 import triton.language as tl
-from triton.language.extra import libdevice
 
 from kernels import _runtime as rt
 from kernels._library import custom_op
+from kernels.elementwise import _exp, _log  # libdevice at fp64 (PRECISE), tl otherwise
 
 __all__ = ["logsumexp"]
 
@@ -23,18 +23,6 @@ _PRECISE = not rt.INTERPRET
 #: Elements of one (rows, columns) tile: big under the interpreter (few programs), GPU-sized else.
 TILE = 1 << 14 if rt.INTERPRET else 1 << 12
 MAX_BLOCK_K = 4096 if rt.INTERPRET else 1024
-
-
-@triton.jit
-def _exp(x, PRECISE: tl.constexpr):
-    y = libdevice.exp(x) if PRECISE else tl.exp(x)
-    return y
-
-
-@triton.jit
-def _log(x, PRECISE: tl.constexpr):
-    y = libdevice.log(x) if PRECISE else tl.log(x)
-    return y
 
 
 @triton.jit
