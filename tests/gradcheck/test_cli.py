@@ -52,3 +52,18 @@ def test_module_entry_point_runs():
                           timeout=300)
     assert done.returncode == 0, done.stderr
     assert "cross_entropy" in done.stdout
+
+
+def test_by_default_catalog_only_ops_are_named_and_skipped(monkeypatch, capsys):
+    """Ops with a reference but no registered implementation (no kernel of ours yet) do not stop
+    the first README command: they are listed, and the rest is verified."""
+    from gradcheck import ops
+
+    full = ops.catalog()
+    monkeypatch.setattr(ops, "catalog", lambda: {"relu": full["relu"], "kl_div": full["kl_div"]})
+    monkeypatch.setattr(ops, "implementations", lambda: {"relu": ops.implementation("relu")[0]})
+    code = cli.main(["--dtypes", "float32", "--examples", "2", "--max-findings", "1"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "catalog only (no implementation registered, not verified): kl_div" in printed
+    assert "1 passed, 0 failed" in printed
