@@ -14,6 +14,7 @@ import faulthandler
 import multiprocessing
 import os
 import pickle
+import shutil
 import signal
 import sys
 import tempfile
@@ -131,6 +132,7 @@ def run_isolated(job: Callable[[ExampleLog], Any], *, timeout: float | None = No
     with contextlib.suppress(OSError):  # what the child printed (Hypothesis' falsifying example), here
         sys.stdout.write(log.output.read_text())
     if payload is not None:
+        shutil.rmtree(directory, ignore_errors=True)  # kept only after a crash: it holds the replay
         return payload
     how = f"did not finish in {timeout:.0f}s (a hang) and was killed" if timed_out else _exit_reason(proc.exitcode)
     return "crashed", (how, log.read() + _where(log), log.args)
