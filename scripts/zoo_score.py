@@ -14,11 +14,12 @@ import json
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from scripts._pool import run_all  # noqa: E402
 
 
 def _run(name: str, profile: str, twins_only: bool) -> dict:
@@ -60,20 +61,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from rich.console import Console
-    from rich.progress import Progress
     from rich.table import Table
 
     from tests.gradcheck.zoo import CASES
 
     names = [case.name for case in CASES]
     start = time.perf_counter()
-    rows = []
-    with Progress(transient=True) as progress, ProcessPoolExecutor(args.jobs) as pool:
-        task = progress.add_task(f"zoo under '{args.profile}'", total=len(names))
-        futures = [pool.submit(_run, name, args.profile, args.twins_only) for name in names]
-        for future in futures:
-            rows.append(future.result())
-            progress.advance(task)
+    jobs = [(name, args.profile, args.twins_only) for name in names]
+    rows = run_all(_run, jobs, workers=args.jobs, label=f"zoo under '{args.profile}'")
     total = time.perf_counter() - start
 
     table = Table(title=f"zoo under profile '{args.profile}' ({total:.0f} s wall, {args.jobs} jobs)")

@@ -71,6 +71,13 @@ CASES = {
     "mean_last": (ck.mean_last, gs.rows_with_params(large=False), _torch_mean_last, F32_F64),
     "layer_norm": (ck.layer_norm, gs.rows_with_params(params=2, large=False), _torch_layer_norm, WITH_BF16),
     "rms_norm": (ck.rms_norm, gs.rows_with_params(params=1, large=False), _torch_rms_norm, WITH_BF16),
+    # its two backward terms cancel to ~eps: only the simulated rounding of the oracle shows the scale
+    "rms_norm_hidden_1": (
+        ck.rms_norm,
+        gs.rows_with_params(params=1, max_hidden=1, large=False),
+        _torch_rms_norm,
+        WITH_BF16,
+    ),
     "gelu": (ck.gelu, gs.rows_with_params(large=False), F.gelu, F32_F64),
     "swiglu": (ck.swiglu, _pairs(), _torch_swiglu, F32_F64),
     "causal_attention": (
@@ -91,12 +98,6 @@ def test_a_correct_implementation_passes_a_plain_call(name):
     for dtype in dtypes:
         cells = {s.check: s for s in report.stats if s.dtype == str(dtype).removeprefix("torch.")}
         assert cells["backward"].examples > 0 and cells["forward"].examples > 0
-
-
-def test_rms_norm_at_hidden_size_1_passes():
-    """Its two backward terms cancel to ~eps: only the simulated rounding of the oracle shows the scale."""
-    inputs = gs.rows_with_params(params=1, max_hidden=1, large=False)
-    gc.verify(ck.rms_norm, inputs, reference=_torch_rms_norm, dtypes=WITH_BF16, name="rms_norm_d1")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -141,19 +142,29 @@ def _rms_norm_wrong_axis(x, w):
     return Wrong.apply(x, w)
 
 
-@pytest.mark.parametrize(
-    ("fn", "inputs", "oracle"),
-    [
-        (_SoftmaxMissingTerm.apply, gs.rows_with_params(large=False), functools.partial(torch.softmax, dim=-1)),
-        (_AttentionWithoutScale.apply, gs.attention_inputs(max_seq=17, max_head_dim=9), _torch_causal_attention),
-        (_rms_norm_wrong_axis, gs.rows_with_params(params=1, large=False), _torch_rms_norm),
-    ],
-    ids=["softmax_missing_term", "attention_without_scale", "rms_norm_dw_wrong_axis"],
-)
-def test_a_bug_fails_a_plain_call(fn, inputs, oracle):
+# name: (implementation, inputs, torch oracle), each verified at BUG_DTYPES
+BUGS = {
+    "softmax_missing_term": (
+        _SoftmaxMissingTerm.apply,
+        gs.rows_with_params(large=False),
+        functools.partial(torch.softmax, dim=-1),
+    ),
+    "attention_without_scale": (
+        _AttentionWithoutScale.apply,
+        gs.attention_inputs(max_seq=17, max_head_dim=9),
+        _torch_causal_attention,
+    ),
+    "rms_norm_dw_wrong_axis": (_rms_norm_wrong_axis, gs.rows_with_params(params=1, large=False), _torch_rms_norm),
+}
+BUG_DTYPES = (torch.float32,)
+
+
+@pytest.mark.parametrize("name", list(BUGS))
+def test_a_bug_fails_a_plain_call(name):
+    fn, inputs, oracle = BUGS[name]
     # the verdict is the point here, not the minimal example: no shrinking
     with profiles.without_shrinking(), pytest.raises(gc.VerificationError) as caught:
-        gc.verify(fn, inputs, reference=oracle, dtypes=(torch.float32,))
+        gc.verify(fn, inputs, reference=oracle, dtypes=BUG_DTYPES)
     assert caught.value.check in ("forward", "backward", "backward_fd")
 
 
