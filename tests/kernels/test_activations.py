@@ -182,3 +182,25 @@ def test_activations_compile():
     x = torch.randn(5, 8, device=rt.device())
     assert_compiled_matches_eager(lambda t: swiglu(gelu(t, "tanh")) * 2, x.t().contiguous().t())
     assert_compiled_matches_eager(lambda t: geglu(silu(t)), x)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("name", ["gelu", "swiglu"])
+def test_activations_past_2_to_the_31_elements(name):
+    """Outputs past 2^31 elements (int64 offsets): gelu on 2^31 + 2^20 + 7 fp16 values, swiglu on
+    (2^20 + 1, 4096) halves of 2048; the last elements are checked against torch in fp32, forward
+    and gradient."""
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    shape = (2**31 + 2**20 + 7,) if name == "gelu" else (2**20 + 1, 4096)
+    x = torch.randn(shape, device="cuda", dtype=torch.float16, generator=gen).requires_grad_()
+    fn, torch_fn = (gelu, F.gelu) if name == "gelu" else (swiglu, torch_swiglu)
+    y = fn(x)
+    assert y.numel() > 2**31
+    g = torch.ones_like(y)
+    (dx,) = torch.autograd.grad(y, x, g)
+    tail = slice(x.shape[0] - 3, x.shape[0])
+    xt = x.detach()[tail].float().requires_grad_()
+    ref = torch_fn(xt)
+    (ref_dx,) = torch.autograd.grad(ref, xt, torch.ones_like(ref))
+    torch.testing.assert_close(y[tail].float(), ref, rtol=2e-3, atol=2e-3)  # fp16's half-ulp and more
+    torch.testing.assert_close(dx[tail].float(), ref_dx, rtol=2e-3, atol=2e-3)

@@ -153,3 +153,20 @@ def test_embedding_compiles():
     weight = torch.randn(11, 4, device=rt.device())
     indices = torch.tensor([[1, 3, 3], [10, 0, 1]], device=rt.device())
     assert_compiled_matches_eager(lambda w: embedding(indices, w, 3) * 2, weight)
+
+
+@pytest.mark.gpu
+def test_embedding_past_2_to_the_31_elements():
+    """(2^19 + 3) indices into a (1000, 4096) fp16 table: the output passes 2^31 elements (int64
+    offsets); its last rows are the table's rows, and with grad_output 1 each dweight row is its
+    index's count, exact in fp16 (fp32 accumulation, counts under 2048)."""
+    n, v, d = 2**19 + 3, 1000, 4096
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    weight = torch.randn(v, d, device="cuda", dtype=torch.float16, generator=gen).requires_grad_()
+    indices = torch.randint(0, v, (n,), device="cuda", generator=gen)
+    y = embedding(indices, weight)
+    assert y.numel() > 2**31
+    assert torch.equal(y[-3:], weight.detach()[indices[-3:]])
+    (dw,) = torch.autograd.grad(y, weight, torch.ones_like(y))
+    counts = torch.bincount(indices, minlength=v).to(torch.float16)
+    assert torch.equal(dw, counts[:, None].expand(v, d))

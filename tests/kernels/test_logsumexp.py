@@ -68,3 +68,20 @@ def test_opcheck_logsumexp(dtype):
 def test_logsumexp_compiles():
     x = torch.randn(5, 7, device=rt.device())
     assert_compiled_matches_eager(lambda t: logsumexp(t, 1, True) * t, x.t())
+
+
+@pytest.mark.gpu
+def test_logsumexp_past_2_to_the_31_elements():
+    """(2^18 + 1, 8192) fp16, past 2^31 elements (int64 offsets): the last rows against torch in
+    fp32, forward and gradient."""
+    rows, k = 2**18 + 1, 8192
+    assert rows * k > 2**31
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(rows, k, device="cuda", dtype=torch.float16, generator=gen).requires_grad_()
+    y = logsumexp(x, 1)
+    (dx,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    xt = x.detach()[-3:].float().requires_grad_()
+    ref = torch.logsumexp(xt, 1)
+    (ref_dx,) = torch.autograd.grad(ref, xt, torch.ones_like(ref))
+    torch.testing.assert_close(y[-3:].float(), ref, rtol=2e-3, atol=2e-3)  # fp16's half-ulp at ~9.4
+    torch.testing.assert_close(dx[-3:].float(), ref_dx, rtol=2e-3, atol=1e-6)

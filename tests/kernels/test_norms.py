@@ -192,3 +192,33 @@ def test_torch_group_norm_bias_without_weight_backward_raises():
     # ours takes it
     y = group_norm(x.detach().to(rt.device()).requires_grad_(), 2, None, b.detach().to(rt.device()).requires_grad_())
     assert y.shape == (2, 6)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("ours", ["layer_norm", "rms_norm"])
+def test_norms_past_2_to_the_31_elements(ours):
+    """(2^19 + 3) rows of 4096 fp16: the last rows live past 2^31 elements (int64 offsets in the
+    forward and dx), checked against torch in fp32 on a slice; dweight sums every row, checked
+    against torch's own fp16 result (fp32 accumulation on CUDA, rounded the same way)."""
+    rows, d = 2**19 + 3, 4096
+    assert rows * d > 2**31
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(rows, d, device="cuda", dtype=torch.float16, generator=gen).requires_grad_()
+    w = torch.rand(d, device="cuda", dtype=torch.float16, generator=gen).add_(0.5).requires_grad_()
+    g = torch.randn(rows, d, device="cuda", dtype=torch.float16, generator=gen)
+    if ours == "layer_norm":
+        y = layer_norm(x, (d,), w, None)
+        dx, dw = torch.autograd.grad(y, (x, w), g)
+        want_dw = torch.autograd.grad(F.layer_norm(x, (d,), w, None), (w,), g)[0]
+    else:
+        y = rms_norm(x, (d,), w, 1e-6)
+        dx, dw = torch.autograd.grad(y, (x, w), g)
+        want_dw = torch.autograd.grad(F.rms_norm(x, (d,), w, 1e-6), (w,), g)[0]
+    tail = slice(rows - 3, rows)
+    xt = x.detach()[tail].float().requires_grad_()
+    wt = w.detach().float().requires_grad_()
+    ref = F.layer_norm(xt, (d,), wt, None) if ours == "layer_norm" else F.rms_norm(xt, (d,), wt, 1e-6)
+    (ref_dx,) = torch.autograd.grad(ref, xt, g[tail].float())
+    assert_close(y[tail], ref, depth=d)
+    assert_close(dx[tail], ref_dx, depth=d, grad=True)
+    assert_close(dw, want_dw, depth=rows, grad=True, expected_rounded=True)

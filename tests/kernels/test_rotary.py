@@ -81,3 +81,27 @@ def test_opcheck_rotary_embedding(dtype):
 def test_rotary_embedding_compiles():
     x, cos, sin = _inputs(2, 3, 5, 6, dtype=torch.float32)
     assert_compiled_matches_eager(lambda a, c, s: rotary_embedding(a, c, s) * 3, x, cos, sin)
+
+
+@pytest.mark.gpu
+def test_rotary_past_2_to_the_31_elements():
+    """x (1, 32, 2^16 + 1, 1024) fp16, past 2^31 elements (int64 offsets): the last positions of
+    the last head against torch's formula in fp32, forward and dx; dcos at those positions sums
+    g * x over the heads."""
+    b, h, t, d = 1, 32, 2**16 + 1, 1024
+    assert b * h * t * d > 2**31
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(b, h, t, d, device="cuda", dtype=torch.float16, generator=gen).requires_grad_()
+    angle = torch.rand(t, d, device="cuda", generator=gen) * 6.3
+    cos = angle.cos().half().requires_grad_()
+    sin = angle.sin().half().requires_grad_()
+    y = rotary_embedding(x, cos, sin)
+    g = torch.ones_like(y)
+    dx, dcos = torch.autograd.grad(y, (x, cos), g)
+    tail = slice(t - 3, t)
+    xt = x.detach()[:, -1:, tail].float().requires_grad_()
+    ref = torch_rotary(xt, cos.detach()[tail].float(), sin.detach()[tail].float())
+    (ref_dx,) = torch.autograd.grad(ref, xt, torch.ones_like(ref))
+    assert_close(y[:, -1:, tail], ref, depth=2)
+    assert_close(dx[:, -1:, tail], ref_dx, depth=2, grad=True)
+    assert_close(dcos[tail], x.detach()[:, :, tail].float().sum((0, 1)), depth=h, grad=True)
