@@ -10,6 +10,7 @@ libdevice: there the exact gelu uses ``tl.erf`` (math.erf) in torch's form.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -18,7 +19,7 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from kernels import _runtime as rt
-from kernels._library import custom_op
+from kernels._library import custom_op, unary_op_pair
 from kernels._strided import collapse, flat_strides, int64_indexing, strided_offsets
 from kernels.reduction import div_rn
 
@@ -410,57 +411,21 @@ def _gelu_backward(ctx, g: torch.Tensor):
 gelu_op.register_autograd(_gelu_backward, setup_context=_gelu_setup_context)
 
 
-def _save_input(ctx, inputs, output) -> None:
-    ctx.save_for_backward(inputs[0])
-
-
-def _make(name: str, act: int, forward_impl, backward_impl, out_shape, doc: str):
-    """A custom op ``name`` (forward) and ``name_backward`` with their fake kernels and autograd."""
-
-    def forward(input: torch.Tensor) -> torch.Tensor:
-        return forward_impl(input, act)
-
-    def backward(input: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
-        return backward_impl(input, grad_output, act)
-
-    forward.__name__ = forward.__qualname__ = f"{name}_op"
-    forward.__doc__ = doc
-    backward.__name__ = backward.__qualname__ = f"{name}_backward_op"
-    backward.__doc__ = f"grad_input of {name} from its saved input and grad_output."
-    op = custom_op(name)(forward)
-    bwd_op = custom_op(f"{name}_backward")(backward)
-
-    @op.register_fake
-    def _(input):
-        return input.new_empty(out_shape(input.shape))
-
-    @bwd_op.register_fake
-    def _(input, grad_output):
-        return input.new_empty(input.shape)
-
-    def autograd_backward(ctx, g: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        return bwd_op(x, g)
-
-    op.register_autograd(autograd_backward, setup_context=_save_input)
-    return op, bwd_op
-
-
-def _same(shape):
-    return shape
-
-
 def _half_last(shape):
     return (*shape[:-1], shape[-1] // 2)
 
 
-silu_op, silu_backward_op = _make("silu", _SILU, _act_forward, _act_backward, _same, "x * sigmoid(x).")
-swiglu_op, swiglu_backward_op = _make(
-    "swiglu", _SILU, _gated_forward, _gated_backward, _half_last, "silu(a) * b, input = [a, b] along the last dim."
-)
-geglu_op, geglu_backward_op = _make(
-    "geglu", _GELU_TANH, _gated_forward, _gated_backward, _half_last,
-    "gelu_tanh(a) * b, input = [a, b] along the last dim.",
+silu_op, silu_backward_op = unary_op_pair(
+    "silu", functools.partial(_act_forward, act=_SILU), functools.partial(_act_backward, act=_SILU),
+    doc="x * sigmoid(x).",
+)  # fmt: skip
+swiglu_op, swiglu_backward_op = unary_op_pair(
+    "swiglu", functools.partial(_gated_forward, act=_SILU), functools.partial(_gated_backward, act=_SILU),
+    doc="silu(a) * b, input = [a, b] along the last dim.", out_shape=_half_last,
+)  # fmt: skip
+geglu_op, geglu_backward_op = unary_op_pair(
+    "geglu", functools.partial(_gated_forward, act=_GELU_TANH), functools.partial(_gated_backward, act=_GELU_TANH),
+    doc="gelu_tanh(a) * b, input = [a, b] along the last dim.", out_shape=_half_last,
 )  # fmt: skip
 
 

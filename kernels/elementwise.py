@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 
@@ -11,7 +12,7 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from kernels import _runtime as rt
-from kernels._library import custom_op
+from kernels._library import custom_op, unary_op_pair
 from kernels._strided import flat_strides, int64_indexing, strided_offsets
 from kernels.reduction import (
     PROLOGUE_DIV,
@@ -610,34 +611,12 @@ neg_op.register_autograd(_neg_backward)
 
 def _make_unary(name: str, doc: str):
     code = _UNARY_OPS[name]
-
-    def forward(input: torch.Tensor) -> torch.Tensor:
-        return _unary_forward(input, code)
-
-    def backward_impl(input: torch.Tensor, grad_output: torch.Tensor) -> torch.Tensor:
-        return _unary_backward(input, grad_output, code)
-
-    forward.__name__ = forward.__qualname__ = f"{name}_op"
-    forward.__doc__ = doc
-    backward_impl.__name__ = backward_impl.__qualname__ = f"{name}_backward_op"
-    backward_impl.__doc__ = f"grad_input of {name} from its saved input and grad_output."
-    op = custom_op(name)(forward)
-    bwd_op = custom_op(f"{name}_backward")(backward_impl)
-
-    @op.register_fake
-    def _(input):
-        return input.new_empty(input.shape)
-
-    @bwd_op.register_fake
-    def _(input, grad_output):
-        return input.new_empty(input.shape)
-
-    def backward(ctx, g: torch.Tensor) -> torch.Tensor:
-        (x,) = ctx.saved_tensors
-        return bwd_op(x, g)
-
-    op.register_autograd(backward, setup_context=_unary_setup_context)
-    return op, bwd_op
+    return unary_op_pair(
+        name,
+        functools.partial(_unary_forward, op=code),
+        functools.partial(_unary_backward, op=code),
+        doc=doc,
+    )
 
 
 exp_op, exp_backward_op = _make_unary("exp", "exp(input).")
