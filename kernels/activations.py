@@ -19,8 +19,10 @@ import triton.language as tl
 from triton.language.extra import libdevice
 
 from kernels import _runtime as rt
+from kernels import elementwise
 from kernels._library import custom_op, unary_op_pair
 from kernels._strided import collapse, flat_strides, int64_indexing, strided_offsets
+from kernels.elementwise import _exp
 from kernels.reduction import div_rn
 
 __all__ = ["geglu", "gelu", "silu", "swiglu"]
@@ -28,19 +30,10 @@ __all__ = ["geglu", "gelu", "silu", "swiglu"]
 # Activation codes (the ACT constexpr).
 _GELU, _GELU_TANH, _SILU = 0, 1, 2
 
-#: Compiled kernels call libdevice for exp and erfc (Triton lowers fp32 ``tl.exp`` to the
-#: approximate ``ex2`` instruction); the interpreter has no libdevice.
-_PRECISE = not rt.INTERPRET
-
-#: Elements per program; the first config is the interpreter's (big blocks, few programs).
-_CONFIGS = [
-    triton.Config({"BLOCK": 4096}, num_warps=8),
-    triton.Config({"BLOCK": 1024}, num_warps=4),
-    triton.Config({"BLOCK": 2048}, num_warps=8),
-    triton.Config({"BLOCK": 8192}, num_warps=16),
-]
-#: Autotuning runs once per (size class, layout rank, dtypes), not once per size.
-_KEY = ["size_class", "RANK"]
+#: The interpreter has no libdevice (compiled kernels call it for exp and erfc); the block configs
+#: and autotuning key are the elementwise ops' (a streaming kernel of one or two inputs, the same).
+_PRECISE = elementwise.PRECISE
+_CONFIGS, _KEY = elementwise.CONFIGS, elementwise.KEY
 
 #: The constants, passed as a tensor of the compute dtype: a float literal or scalar argument
 #: reaches a kernel as fp32, which would cost fp64 its precision.
@@ -55,12 +48,6 @@ _CONSTANTS = (
 # ---------------------------------------------------------------------------------------------
 # Triton helpers: the activation and its derivative on upcast values (fp32, or fp64)
 # ---------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def _exp(x, PRECISE: tl.constexpr):
-    y = libdevice.exp(x) if PRECISE else tl.exp(x)
-    return y
 
 
 @triton.jit

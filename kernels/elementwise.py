@@ -50,7 +50,7 @@ _POW_ONE, _POW_IDENTITY, _POW_SQUARE, _POW_CUBE, _POW_SQRT, _POW_RECIPROCAL, _PO
 #: ``tl.log`` to the approximate ``ex2``/``lg2`` instructions (tens of ulps off torch for large
 #: |x|, and no relative accuracy for log near 1). The interpreter has no libdevice; NumPy's
 #: functions behind ``tl.exp``/``tl.log`` are accurate there.
-_PRECISE = not rt.INTERPRET
+_PRECISE = PRECISE = not rt.INTERPRET
 
 #: Elements per program. The first config is the interpreter's (it runs that one alone): big
 #: blocks make few programs. On a GPU 1024-8192 elements cover the range where a streaming kernel
@@ -63,6 +63,8 @@ _CONFIGS = [
 ]
 #: Autotuning runs once per (size class, layout rank, dtypes), not once per size.
 _KEY = ["size_class", "RANK"]
+#: Shared with the other streaming kernels (kernels.activations).
+CONFIGS, KEY = _CONFIGS, _KEY
 
 
 # ---------------------------------------------------------------------------------------------
