@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     Console(width=None if sys.stdout.isatty() else 120).print(table)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"profile": args.profile, "max_hidden": args.max_hidden, "rows": rows}, indent=2))
+        payload = {"profile": args.profile, "max_hidden": args.max_hidden, "rows": rows}
+        args.json.write_text(json.dumps(payload, indent=2))
     return 0 if all(row["verdict"] == "pass" for row in rows) else 1
 
 
