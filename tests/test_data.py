@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from gradcheck.tolerances import assert_close
 from kernels.blitz import data as gd
 
 pytest.importorskip("sklearn")
@@ -50,7 +51,7 @@ def test_digits_upscale_is_torch_bilinear():
 
     raw = load_digits().images / 16.0  # (1797, 8, 8)
     want = F.interpolate(torch.from_numpy(raw)[:, None], size=(32, 32), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(torch.from_numpy(gd.upscale(raw, 32)), want[:, 0], rtol=0, atol=1e-14)
+    assert_close(torch.from_numpy(gd.upscale(raw, 32)), want[:, 0], depth=4, expected_rounded=True)  # 2x2 taps
 
 
 @pytest.mark.parametrize(("n_in", "n_out"), [(8, 32), (5, 13), (4, 4), (3, 7)])
@@ -58,7 +59,7 @@ def test_bilinear_matrix_matches_interpolate(n_in, n_out):
     a = torch.from_numpy(gd.bilinear_matrix(n_in, n_out))
     x = torch.rand(3, 1, n_in, n_in, dtype=torch.float64)
     want = F.interpolate(x, size=(n_out, n_out), mode="bilinear", align_corners=False)
-    torch.testing.assert_close(a @ x @ a.T, want, rtol=0, atol=1e-14)
+    assert_close(a @ x @ a.T, want, depth=2 * n_in, expected_rounded=True)
 
 
 def test_load_dataset_default_is_digits():

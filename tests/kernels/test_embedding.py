@@ -8,6 +8,7 @@ import torch.nn.functional as F
 import gradcheck as gc
 from gradcheck import profiles
 from gradcheck.testing import op_tests
+from gradcheck.tolerances import assert_close
 from kernels import _runtime as rt
 from kernels.embedding import embedding
 from tests.kernels.library_checks import DTYPES, assert_compiled_matches_eager, assert_opcheck_passes
@@ -65,7 +66,7 @@ def test_padding_row_gets_no_gradient_but_is_looked_up(padding_idx):
     y_ref, dw_ref = _weight_grad(F.embedding, indices, weight, g, padding_idx)
     assert torch.equal(y, y_ref)  # the padding row's values are returned as they are
     assert torch.equal(dw[2], torch.zeros(4, dtype=torch.float64))
-    torch.testing.assert_close(dw, dw_ref, rtol=1e-15, atol=1e-15)
+    assert_close(dw, dw_ref, depth=indices.numel(), grad=True, expected_rounded=True)
 
 
 def test_int32_indices_and_strided_index_and_grad_layouts_match_torch():
@@ -76,7 +77,7 @@ def test_int32_indices_and_strided_index_and_grad_layouts_match_torch():
         y, dw = _weight_grad(embedding, indices, weight.t().contiguous().t(), g)
         y_ref, dw_ref = _weight_grad(F.embedding, indices.long(), weight, g)
         assert torch.equal(y, y_ref)
-        torch.testing.assert_close(dw, dw_ref, rtol=1e-14, atol=1e-14)
+        assert_close(dw, dw_ref, depth=indices.numel(), grad=True, expected_rounded=True)
 
 
 @pytest.mark.parametrize(
