@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import importlib
 import multiprocessing
 import os
 import pickle
@@ -108,6 +109,10 @@ def run_isolated(job: Callable[[ExampleLog], Any], *, timeout: float | None = No
             "isolate=True forks a child per verification, and this process has initialised CUDA, which a "
             "forked child cannot use: isolate before any CUDA work (the command line does), or run without it"
         )
+    # torch.use_deterministic_algorithms (which poisons allocations in every example) imports
+    # torch._inductor on first use: seconds that every child would pay again. Once, here.
+    importlib.import_module("torch._inductor.config")
+
     ctx = multiprocessing.get_context("fork")
     directory = Path(tempfile.mkdtemp(prefix="gradcheck-isolated-"))
     log = ExampleLog(directory)
