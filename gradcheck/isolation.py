@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import faulthandler
+import functools
 import importlib
 import multiprocessing
 import os
@@ -101,6 +102,17 @@ def _exit_reason(code: int | None) -> str:
     return f"exited with status {code}"
 
 
+@functools.cache
+def _prewarm() -> None:
+    """What every child would otherwise build again, built once in the parent before the forks:
+    torch._inductor, which torch.use_deterministic_algorithms (the poisoned allocations of every
+    example) imports on first use (~3-6 s), and the simulated rounding's decomposition table."""
+    from gradcheck import oracle
+
+    importlib.import_module("torch._inductor.config")
+    oracle._decompositions()
+
+
 def run_isolated(job: Callable[[ExampleLog], Any], *, timeout: float | None = None) -> tuple[str, Any]:
     """Run ``job(log)`` in a forked child. Returns ("ok", its result), ("raised", the exception it
     raised), or ("crashed", (how it ended, the last example it recorded, the path of its arguments))."""
@@ -109,10 +121,7 @@ def run_isolated(job: Callable[[ExampleLog], Any], *, timeout: float | None = No
             "isolate=True forks a child per verification, and this process has initialised CUDA, which a "
             "forked child cannot use: isolate before any CUDA work (the command line does), or run without it"
         )
-    # torch.use_deterministic_algorithms (which poisons allocations in every example) imports
-    # torch._inductor on first use: seconds that every child would pay again. Once, here.
-    importlib.import_module("torch._inductor.config")
-
+    _prewarm()
     ctx = multiprocessing.get_context("fork")
     directory = Path(tempfile.mkdtemp(prefix="gradcheck-isolated-"))
     log = ExampleLog(directory)
