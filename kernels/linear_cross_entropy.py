@@ -747,7 +747,8 @@ def linear_cross_entropy_backward_op(
     output_mask: list[bool],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(dhidden, dweight, dbias), each only where ``output_mask`` asks (else an empty placeholder),
-    recomputed chunk by chunk from the forward's row statistics."""
+    from dZ recomputed from the forward's row statistics (fused kernels, or chunks of dZ and
+    matmuls past FUSED_MAX_H)."""
     dh, dw, db = _lce_backward(
         grad_output, hidden, weight, target, bias, row_stats, count, ignore_index, reduction, output_mask
     )
