@@ -60,6 +60,7 @@ __all__ = [
     "load",
     "machine_info",
     "on_gpu",
+    "peak_memory",
     "session",
 ]
 
@@ -274,6 +275,21 @@ def median_time(fn: Callable[[], Any]) -> float:
     """Median device time of ``fn`` (s), warmed up, outside pytest-benchmark (for ceilings)."""
     estimate = warm_up(fn)
     return statistics.median(_sample(fn, plan_rounds(estimate)))
+
+
+def peak_memory(fn: Callable[[], Any]) -> int | None:
+    """Bytes of device memory one call of ``fn`` holds at its peak beyond what was allocated
+    before it (``torch.cuda.max_memory_allocated``), after an untimed call that takes compilation
+    and autotuning (whose benchmarking allocates) out of the measure; None without CUDA."""
+    if not on_gpu():
+        return None
+    fn()
+    torch.cuda.synchronize()
+    before = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - before
 
 
 @contextlib.contextmanager

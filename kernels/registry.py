@@ -20,6 +20,7 @@ from kernels import (
     cross_entropy,
     elementwise,
     embedding,
+    linear_cross_entropy,
     logsumexp,
     matmul,
     mse,
@@ -78,6 +79,8 @@ IMPLEMENTATIONS: dict[str, Callable] = {
     "embedding": embedding.embedding,
     "logsumexp": logsumexp.logsumexp,
     "rotary_embedding": rotary.rotary_embedding,
+    # (hidden, weight, target, bias, ignore_index, reduction)
+    "linear_cross_entropy": linear_cross_entropy.linear_cross_entropy,
 }
 
 

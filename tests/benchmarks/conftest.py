@@ -23,6 +23,7 @@ ORDER = (
     "softmax",
     "norms",
     "cross_entropy",
+    "linear_cross_entropy",
     "matmul",
     "conv",
     "pool",
