@@ -41,6 +41,12 @@ class RunState:
     latest: dict[type, Any] = field(default_factory=dict)  # identity -> the latest (smallest) failure
     not_run: dict[str, int] = field(default_factory=dict)  # why -> draws not run
     budget_spent: bool = False  # generation stopped at the budget
+    first_done: float | None = None  # perf_counter when the first example (with its warm-up) ended
+    first_size: int = 0  # its float elements
+    #: float elements of a draw -> whether the budget gate lets such a draw run: decided once per
+    #: size, so that a draw Hypothesis replays meets the same verdict (a run that stops drawing where
+    #: an earlier run of the same choices went on contradicts Hypothesis' data tree)
+    admitted: dict[int, bool] = field(default_factory=dict)
     stopped: bool = False  # a budget (generation or shrinking) stopped the run
 
 

@@ -270,10 +270,11 @@ def _float_size(drawn: tuple) -> int:
     return sum(a.numel() for a in drawn if isinstance(a, torch.Tensor) and a.is_floating_point())
 
 
-def _gate(cfg: Config, drawn: tuple, max_examples: int) -> None:
+def _gate(cfg: Config, drawn: tuple) -> None:
     """Before an example runs: stop at the time budget (raise :class:`BudgetSpent`), and reject (count,
     do not run) a draw the implementation does not support, or one too costly for what is left of
-    the budget (a draw over twice the mean size, when the mean cost would overrun it)."""
+    the budget: over twice the mean size, and predicted (the mean cost per example after the first,
+    scaled by size) to end past the budget. The verdict is kept per draw size (``RunState.admitted``)."""
     state = cfg.state
     now = time.perf_counter()
     if state.started is None:
@@ -290,15 +291,21 @@ def _gate(cfg: Config, drawn: tuple, max_examples: int) -> None:
         if generating:
             state.not_run["not supported (supports=)"] = state.not_run.get("not supported (supports=)", 0) + 1
         hypothesis.reject()
-    if generating and cfg.budget is not None and state.examples >= 2 and not _is_final():
-        spent = now - state.started
-        mean_cost = spent / state.examples
-        left = max(max_examples - state.examples, 1)
-        mean_size = state.sizes / state.examples
-        if mean_cost * left > cfg.budget - spent and _float_size(drawn) > 2 * mean_size:
-            why = "too costly for the time budget"
-            state.not_run[why] = state.not_run.get(why, 0) + 1
-            hypothesis.reject()
+    size = _float_size(drawn)
+    admit = state.admitted.get(size)
+    if admit is None and generating and cfg.budget is not None and state.examples >= 3 and not _is_final():
+        # the first example carries compilation and warm-up: the costs are those of the others
+        spent, warm = now - state.started, state.examples - 1
+        mean_cost = (now - state.first_done) / warm
+        mean_size = max((state.sizes - state.first_size) / warm, 1.0)
+        cost = mean_cost * max(1.0, size / mean_size)  # the cost of a draw grows with its size
+        admit = not (size > 2 * mean_size and spent + cost > cfg.budget)
+        state.admitted[size] = admit
+    if admit is False:
+        why = "too costly for the time budget"
+        state.not_run[why] = state.not_run.get(why, 0) + 1
+        hypothesis.reject()
+    state.admitted.setdefault(size, True)
 
 
 def hypothesis_test(
@@ -310,14 +317,15 @@ def hypothesis_test(
     functions. The time budget and ``supports`` gate each example (:func:`_gate`)."""
     key = f"{cfg.name}, {cfg.dname}"
     active = _settings(max_examples, key + round_)
-    n_max = active.max_examples
 
     def run(drawn: Any, data: st.DataObject) -> None:
         drawn_t = drawn if isinstance(drawn, tuple) else (drawn,)
-        _gate(cfg, drawn_t, n_max)
+        _gate(cfg, drawn_t)
         state = cfg.state
         state.examples += 1
         state.sizes += _float_size(drawn_t)
+        if state.examples == 1:
+            state.first_size = state.sizes
         if cfg.example_log is not None:  # isolated: record the example before it can kill the process
             cfg.example_log.write(drawn_t, isolation.describe_drawn(drawn_t))
         try:
@@ -329,6 +337,9 @@ def hypothesis_test(
             e.found_at = state.first_seen[type(e)]
             state.latest[type(e)] = e
             raise
+        finally:
+            if state.first_done is None:
+                state.first_done = time.perf_counter()
 
     # what Hypothesis' reports call the test (an identifier: it prints a call of it)
     run.__name__ = run.__qualname__ = re.sub(r"\W+", "_", f"verify_{cfg.name}_{cfg.dname}")
