@@ -15,6 +15,7 @@ import torch
 from kernels import (
     _runtime,
     activations,
+    attention,
     cat,
     conv,
     cross_entropy,
@@ -39,6 +40,12 @@ def _cat(*args: torch.Tensor | int) -> torch.Tensor:
     """``kernels.cat.cat`` with the tensors as positional arguments and the dim last."""
     *tensors, dim = args
     return cat.cat(tensors, dim)
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool, scale: float | None) -> torch.Tensor:
+    """``kernels.attention.scaled_dot_product_attention`` with ``is_causal`` and ``scale`` positional
+    (torch's signature has ``attn_mask`` and ``dropout_p`` before them)."""
+    return attention.scaled_dot_product_attention(q, k, v, is_causal=is_causal, scale=scale)
 
 
 def _sgd(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
@@ -78,6 +85,7 @@ IMPLEMENTATIONS: dict[str, Callable] = {
     "embedding": embedding.embedding,
     "logsumexp": logsumexp.logsumexp,
     "rotary_embedding": rotary.rotary_embedding,
+    "scaled_dot_product_attention": _attention,
 }
 
 

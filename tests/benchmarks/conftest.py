@@ -35,6 +35,7 @@ ORDER = (
     "activations",
     "embedding",
     "rotary",
+    "attention",
 )
 
 
