@@ -7,22 +7,31 @@ rescaled by exp(m_old - m_new) when the max grows). Causal programs stop at the 
 the key blocks that cross the diagonal or the end of the keys are masked. Only the output and each
 row's logsumexp (m + log l) are saved for the backward: the (T, T) probabilities never exist.
 
-Backward (FlashAttention-2's split): delta_i = rowsum(dO_i * O_i) first; then one program per key
-block walks the query blocks, recomputes P = exp(S - lse) and accumulates dv = P^T dO and
-dk = scale * dS^T q with dS = P * (dP - delta), dP = dO v^T; one program per query block walks the
-key blocks the same way for dq = scale * dS k. No atomics: the results are deterministic.
+Backward (FlashAttention-2's split, two kernels): one program per query block computes
+delta_i = rowsum(dO_i * O_i) for its rows (stored), then walks the key blocks, recomputes
+P = exp(S - lse) and accumulates dq = scale * dS k with dS = P * (dP - delta), dP = dO v^T; then
+one program per key block walks the query blocks the same way for dv = P^T dO and
+dk = scale * dS^T q. No atomics: the results are deterministic.
 
 Numerics: fp16 and bf16 run their dots on the input dtype with fp32 accumulation, and round P and
 dS to the input dtype before the dots that take them (FlashAttention's choice: tensor cores take
 fp16/bf16 operands); softmax, logsumexp and the accumulators are fp32. fp32 dots follow
 ``torch.get_float32_matmul_precision()`` (TF32 unless "highest"). fp64 inputs are computed in fp64
-throughout (libdevice exp and log when compiled).
+throughout (libdevice exp and log when compiled). Under the Triton interpreter (triton 3.9) a cast
+from fp32 to bf16 truncates where the GPU rounds to nearest, so there P, dS and the stored bf16
+results carry up to one unit of bf16 roundoff per cast instead of half a unit.
 
 Conventions, as ``torch.nn.functional.scaled_dot_product_attention``: the scale defaults to
 1/sqrt(D); the causal mask is aligned top-left (query i sees key j iff j <= i), also when the
-query and key lengths differ, so every query row sees key 0 and no row is ever fully masked; no
-keys (T_k = 0) give zeros. v's head dim may differ from q's and k's. Not supported (a clear error):
-an ``attn_mask`` tensor, dropout, grouped-query heads, head dims above ``MAX_HEAD_DIM``.
+query and key lengths differ, so every query row sees key 0 and no row is ever fully masked (a
+row whose scores are all -inf, from infinite inputs, is NaN, as torch's softmax); no keys
+(T_k = 0) give zeros and an empty head dim (D = 0) uniform weights, as torch. v's head dim may
+differ from q's and k's. A NaN (or an inf that makes inf - inf) in query row i makes output row i
+NaN and no other; masked scores are dropped, not added to, so a NaN in key j reaches only the
+queries that see it (torch's math backend adds its -inf mask to the NaN score and makes every row
+NaN; its CPU flash kernel agrees with this one). Nothing is launched when B, H, T_q or T_k is 0.
+Not supported (a clear error before any launch): an ``attn_mask`` tensor, dropout, fewer key/value
+heads than query heads (``enable_gqa``), head dims above ``MAX_HEAD_DIM``.
 """
 
 from __future__ import annotations
@@ -783,10 +792,11 @@ def scaled_dot_product_attention(
     softmax(query key^T * scale [+ causal mask]) value for query (B, H, T_q, D), key (B, H, T_k, D)
     and value (B, H, T_k, D_v), any layouts; scale defaults to 1/sqrt(D); the causal mask is
     aligned top-left (query i sees keys j <= i), as torch's. ``attn_mask``, ``dropout_p`` and
-    ``enable_gqa`` exist for the signature: only their defaults are supported."""
+    ``enable_gqa`` exist for the signature: no mask, no dropout, and as many key/value heads as
+    query heads."""
     _check(query, key, value, attn_mask, dropout_p, is_causal, scale, enable_gqa)
     d = query.shape[-1]
-    if scale is None:  # D = 0: the scores are empty sums (0) whatever the scale; torch's 1/sqrt(0) = inf makes 0 * inf
+    if scale is None:  # D = 0: every score is an empty sum, 0 at any finite scale (1/sqrt(0) is not one)
         scale = 1.0 / math.sqrt(d) if d else 1.0
     out, _ = scaled_dot_product_attention_op(query, key, value, is_causal, float(scale))
     return out
