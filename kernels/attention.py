@@ -61,14 +61,14 @@ def _config(bm: int, bn: int, warps: int, stages: int) -> triton.Config:
     return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
 
 
-# The first config of each list is the only one under the interpreter: 32 x 32 tiles make the
-# property tests' sequences (up to 129) cross several blocks, so the online softmax, the unmasked
-# and masked loops and the tails all run there. The others are flash-attention tiles for
-# H100-class parts that compile without register spills at D = 128 in bf16 (sm_90, triton 3.9,
-# checked with ptxas's resource usage; not yet timed on a GPU, so the autotuner times them); the
-# last, 16 x 16, is the one whose shared memory fits fp32 and fp64 at D = 256 (fp64's backward
-# needs 272 KiB at 32 x 32, past the 227 KiB of an H100's block; a tile that does not fit is
-# skipped by the autotuner).
+# The first config of each list is the only one under the interpreter (and, compiled, the one for
+# short sequences: see _prune): 32 x 32 tiles make the property tests' sequences (up to 129) cross
+# several blocks, so the online softmax, the unmasked and masked loops and the tails all run. The
+# others are flash-attention tiles for H100-class parts that compile without register spills at
+# D = 128 in bf16 (sm_90, triton 3.9, checked with ptxas's resource usage; not yet timed on a GPU,
+# so the autotuner times them); the last, 16 x 16, is the one whose shared memory fits fp64 at
+# D = 256 (its backward needs 272 KiB at 32 x 32, past the 227 KiB of an H100's block; a tile that
+# does not fit is skipped by the autotuner).
 _FWD_CONFIGS = [
     _config(32, 32, 4, 2),
     _config(128, 64, 8, 3),
@@ -99,14 +99,29 @@ _DKDV_CONFIGS = [
 ]
 #: fp64 tiles take twice fp32's registers and shared memory: the big ones spill or do not fit.
 _FP64_MAX_TILE = 64 * 64
+#: Sequences up to this length take the first config without timing any (the property tests draw
+#: up to 129, each shape a new autotuning key): one compile per kernel variant instead of one per
+#: config, and no benchmark runs.
+_TUNE_MIN_T = 256
 
 
-def _prune(configs, named_args, **_):
-    """fp64: drop the tiles too big for fp64 registers (keep the smallest if none is left)."""
-    if named_args["q_ptr"].dtype != torch.float64 or len(configs) == 1:
+def _tile(config: triton.Config) -> int:
+    return config.kwargs["BLOCK_M"] * config.kwargs["BLOCK_N"]
+
+
+def _prune(configs, named_args, **kwargs):
+    """The configs the autotuner times (compiled only; the interpreter has one): fp64 keeps the
+    tiles up to ``_FP64_MAX_TILE``; short sequences take one config, the first (the smallest, 16 x
+    16, for fp64 heads past 128, where the first does not fit in shared memory)."""
+    if len(configs) == 1:
         return configs
-    kept = [c for c in configs if c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"] <= _FP64_MAX_TILE]
-    return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_M"] * c.kwargs["BLOCK_N"])]
+    fp64 = named_args["q_ptr"].dtype == torch.float64
+    if fp64:
+        configs = [c for c in configs if _tile(c) <= _FP64_MAX_TILE]
+    if max(named_args["Tq"], named_args["Tk"]) <= _TUNE_MIN_T:
+        wide = fp64 and max(kwargs["BLOCK_D"], kwargs["BLOCK_DV"]) > 128
+        return [min(configs, key=_tile) if wide else configs[0]]
+    return configs
 
 
 _KEY = ["Tq", "Tk", "BLOCK_D", "BLOCK_DV", "IS_CAUSAL"]

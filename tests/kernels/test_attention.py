@@ -217,6 +217,24 @@ def test_the_triton_kernels_run_forward_and_backward(launches):
     assert launches == list(KERNELS)  # forward; then dq (which also writes delta), dk and dv
 
 
+def test_gpu_autotuning_times_several_tiles_only_for_long_sequences():
+    """The pruning the autotuner applies when compiled (the interpreter has one config): short
+    sequences (every property-test draw) take one config, so nothing is timed and each kernel
+    variant compiles once; fp64 heads past 128 take the 16 x 16 tile, the only one whose shared
+    memory fits; long sequences time several tiles, fp64 only those up to 64 x 64."""
+
+    def tiles(configs, dtype, t, head):
+        args = {"q_ptr": torch.empty(1, dtype=dtype), "Tq": t, "Tk": t}
+        return [(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"]) for c in ka._prune(configs, args, BLOCK_D=head, BLOCK_DV=16)]
+
+    for configs in (ka._FWD_CONFIGS, ka._DQ_CONFIGS, ka._DKDV_CONFIGS):
+        assert tiles(configs, torch.bfloat16, 129, 128) == [(32, 32)]
+        assert tiles(configs, torch.float64, 129, 256) == [(16, 16)]
+        assert len(tiles(configs, torch.bfloat16, 4096, 128)) == len(configs) > 1
+        long_fp64 = tiles(configs, torch.float64, 4096, 256)
+        assert len(long_fp64) > 1 and max(m * n for m, n in long_fp64) <= 64 * 64
+
+
 # ---------------------------------------------------------------------------------------------
 # int64 offsets (GPU): tensors past 2^31 elements
 # ---------------------------------------------------------------------------------------------
