@@ -2,6 +2,7 @@
 ``import kernels.functional as F`` swaps for ``import torch.nn.functional as F``; ``linear_relu``
 is ours (relu fused into linear's epilogue)."""
 
+from kernels.attention import scaled_dot_product_attention
 from kernels.cat import cat, contiguous
 from kernels.conv import conv2d
 from kernels.cross_entropy import cross_entropy
@@ -37,6 +38,7 @@ __all__ = [
     "neg",
     "pow",
     "relu",
+    "scaled_dot_product_attention",
     "sigmoid",
     "softmax",
     "sqrt",

@@ -15,6 +15,7 @@ import torch
 from kernels import (
     _runtime,
     activations,
+    attention,
     cat,
     conv,
     cross_entropy,
@@ -40,6 +41,12 @@ def _cat(*args: torch.Tensor | int) -> torch.Tensor:
     """``kernels.cat.cat`` with the tensors as positional arguments and the dim last."""
     *tensors, dim = args
     return cat.cat(tensors, dim)
+
+
+def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: bool, scale: float | None) -> torch.Tensor:
+    """``kernels.attention.scaled_dot_product_attention`` with ``is_causal`` and ``scale`` positional
+    (torch's signature has ``attn_mask`` and ``dropout_p`` before them)."""
+    return attention.scaled_dot_product_attention(q, k, v, is_causal=is_causal, scale=scale)
 
 
 def _sgd(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
@@ -81,6 +88,7 @@ IMPLEMENTATIONS: dict[str, Callable] = {
     "rotary_embedding": rotary.rotary_embedding,
     # (hidden, weight, target, bias, ignore_index, reduction)
     "linear_cross_entropy": linear_cross_entropy.linear_cross_entropy,
+    "scaled_dot_product_attention": _attention,
 }
 
 

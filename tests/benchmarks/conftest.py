@@ -37,6 +37,7 @@ ORDER = (
     "embedding",
     "rotary",
     "logsumexp",
+    "attention",
 )
 
 

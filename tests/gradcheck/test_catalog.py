@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 #: Families in the catalog (reference, strategy, torch_fn: any implementation can be verified
 #: against them) that have no kernel of ours yet. The README's table of ops says which have one.
-CATALOG_ONLY = {"losses", "attention"}
+CATALOG_ONLY = {"losses"}
 
 
 @pytest.mark.parametrize("family", cat.SPEC_MODULES)
