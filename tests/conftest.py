@@ -1,7 +1,9 @@
 """Test-suite hooks: tests marked ``gpu`` are skipped where the kernels run under the Triton
 interpreter; with pytest-xdist on a machine with several GPUs, each worker is pinned to one GPU
 (worker gwN -> cuda:N mod device count); tests marked ``gpu`` (tensors past 2^31 elements, tens of
-GiB) share one xdist group, so under ``--dist loadgroup`` two of them never hold memory at once."""
+GiB) share one xdist group, so under ``--dist loadgroup`` two of them never hold memory at once;
+tests marked ``long`` (the minutes-long end-to-end runs) are collected first, so that under xdist
+they start at once instead of leaving one worker alone with them at the end."""
 
 from __future__ import annotations
 
@@ -30,7 +32,9 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"kernels: {mode}; hypothesis profile {profile} ({settings().max_examples} examples)"]
 
 
+@pytest.hookimpl(trylast=True)  # after the benchmarks' conftest has put its items last
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.get_closest_marker("long") is None)  # stable: long ones first
     skip = pytest.mark.skip(reason="needs a CUDA GPU (kernels run under the Triton interpreter here)")
     for item in items:
         if item.get_closest_marker("gpu") is not None:

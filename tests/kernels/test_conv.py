@@ -15,7 +15,7 @@ DEVICE = rt.device()
 DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
 
-test_conv2d = op_tests("conv2d", max_examples=6)
+test_conv2d = op_tests("conv2d", cpu_max_examples=6)
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ from tests.kernels.library_checks import DTYPES, assert_compiled_matches_eager, 
 # the interpreter one example costs about a second (a forward and backward run a dozen times, the
 # first two opchecked); across the four dtypes the draws include a batch of 2049, a vocabulary of
 # 1000, and H of 129, 255 and 257 (past one tile: the chunked backward)
-test_linear_cross_entropy = op_tests("linear_cross_entropy", max_examples=4)
+test_linear_cross_entropy = op_tests("linear_cross_entropy", cpu_max_examples=4)
 
 
 def _randn(*shape, dtype=torch.float64, seed=0, scale=1.0):

@@ -23,7 +23,7 @@ STEPS = 10
 ROUNDINGS = 6
 
 
-test_sgd = op_tests("sgd", max_examples=15)
+test_sgd = op_tests("sgd", cpu_max_examples=15)
 
 
 def _model(dtype: torch.dtype) -> torch.nn.Module:

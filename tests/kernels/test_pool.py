@@ -16,7 +16,7 @@ DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 NAN, INF = math.nan, math.inf
 
 
-test_max_pool2d = op_tests("max_pool2d", max_examples=8)
+test_max_pool2d = op_tests("max_pool2d", cpu_max_examples=8)
 
 
 @pytest.fixture(autouse=True)
