@@ -32,9 +32,15 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return [f"kernels: {mode}; hypothesis profile {profile} ({settings().max_examples} examples)"]
 
 
+def _long_first(item: pytest.Item) -> float:
+    """Sort key: tests marked ``long(seconds=...)`` first, the longest first; the rest as collected."""
+    marker = item.get_closest_marker("long")
+    return 0.0 if marker is None else -float(marker.kwargs.get("seconds", 1.0))
+
+
 @pytest.hookimpl(trylast=True)  # after the benchmarks' conftest has put its items last
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    items.sort(key=lambda item: item.get_closest_marker("long") is None)  # stable: long ones first
+    items.sort(key=_long_first)  # stable
     skip = pytest.mark.skip(reason="needs a CUDA GPU (kernels run under the Triton interpreter here)")
     for item in items:
         if item.get_closest_marker("gpu") is not None:

@@ -95,7 +95,7 @@ def _check_compiled_training(steps: int) -> None:
     assert ours[-1] < ours[0]  # and it learns
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=28)  # measured under load on 2 cores
 def test_compiled_blitznet_trains_like_eager():
     """A few steps (the default run); test_compiled_blitznet_trains_20_steps_like_eager runs 20."""
     _check_compiled_training(3)

@@ -251,7 +251,7 @@ def test_wrong_fake_dtype_is_caught_at_float16() -> None:
     assert e.report is not None and _opcheck_stats(e.report)["float32"][0] > 0, "float32 ran opcheck and passed"
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=28)  # measured under load on 2 cores
 def test_missing_autograd_is_an_opcheck_failure_not_a_backward_crash() -> None:
     # opcheck's test_autograd_registration passes (custom_op's autograd fallback is registered
     # to the Autograd key); test_aot_dispatch_dynamic backpropagates and names the problem
@@ -287,7 +287,7 @@ def test_opcheck_examples_bounds_the_examples_opchecked() -> None:
     assert examples == 2 and examples + skipped == report.examples()
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=45)  # measured under load on 2 cores
 def test_a_failure_within_the_budget_shrinks_and_replays() -> None:
     # every example mutates (no empty inputs); shrinking and the final replay run past the budget
     # of 2 examples, so the op is opchecked on every example once it failed (else: Flaky)

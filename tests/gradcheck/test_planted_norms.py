@@ -225,7 +225,7 @@ def test_the_planted_kernel_without_bugs_passes():
     gc.verify_op("rms_norm", impl=planted_rms_norm(), dtypes=[torch.float32], max_examples=3)
 
 
-@pytest.mark.long
+@pytest.mark.long(seconds=27)  # measured under load on 2 cores
 def test_padded_lane_variance_is_caught():
     """(a) Liger/unsloth: x - mean on padded lanes (-mean) squared into the variance."""
     assert _caught("layer_norm", planted_layer_norm("padded_variance")).check == "forward"
