@@ -8,9 +8,13 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 
-def run_all(fn: Callable[..., dict], jobs: Sequence[tuple[Any, ...]], *, workers: int, label: str) -> list[dict]:
+def run_all(
+    fn: Callable[..., dict], jobs: Sequence[tuple[Any, ...]], *, workers: int, label: str, log: Any = None
+) -> list[dict]:
     """``[fn(*job) for job in jobs]``, computed by ``workers`` processes, in the order of ``jobs``;
-    the bar advances as jobs finish, in any order."""
+    the bar advances as jobs finish, in any order, and each finished row is printed to ``log`` (a
+    file, for runs whose bar nobody watches) as one JSON line."""
+    import json
     from concurrent.futures import as_completed
 
     from rich.progress import Progress
@@ -22,4 +26,6 @@ def run_all(fn: Callable[..., dict], jobs: Sequence[tuple[Any, ...]], *, workers
         for future in as_completed(futures):
             rows[futures[future]] = future.result()
             progress.advance(task)
+            if log is not None:
+                print(json.dumps(rows[futures[future]]), file=log, flush=True)
     return rows  # type: ignore[return-value]

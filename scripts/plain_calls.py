@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         dtypes = tv.CASES[case][3] if case in tv.CASES else tv.BUG_DTYPES
         jobs += [(case, str(d).removeprefix("torch."), args.profile) for d in dtypes]
     start = time.perf_counter()
-    rows = run_all(_run, jobs, workers=args.jobs, label=f"plain calls under '{args.profile}'")
+    rows = run_all(_run, jobs, workers=args.jobs, log=sys.stderr, label=f"plain calls under '{args.profile}'")
     total = time.perf_counter() - start
 
     table = Table(title=f"plain calls under profile '{args.profile}' ({total:.0f} s wall, {args.jobs} jobs)")

@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [case.name for case in CASES]
     start = time.perf_counter()
     jobs = [(name, args.profile, args.twins_only) for name in names]
-    rows = run_all(_run, jobs, workers=args.jobs, label=f"zoo under '{args.profile}'")
+    rows = run_all(_run, jobs, workers=args.jobs, log=sys.stderr, label=f"zoo under '{args.profile}'")
     total = time.perf_counter() - start
 
     table = Table(title=f"zoo under profile '{args.profile}' ({total:.0f} s wall, {args.jobs} jobs)")
