@@ -31,4 +31,6 @@ def test_torch_cpu_sdpa_expanded_query_with_unit_stride_heads(dtype):
     assert_close(F.scaled_dot_product_attention(q.contiguous(), k, v), right, depth=2, ulps=4)
     out = F.scaled_dot_product_attention(q, k, v)
     assert out.stride() == (4, 1, 1, 2)
-    assert (out.double() - right).abs().max() > 0.1, "torch's CPU SDPA is right on this layout now: its bug is fixed"
+    # wrong far past rounding (by how much varies from run to run: measured 0.0985 to over 0.1)
+    with pytest.raises(AssertionError):
+        assert_close(out, right, depth=2, ulps=4, msg="torch's CPU SDPA is right on this layout now: its bug is fixed")
