@@ -47,8 +47,8 @@ def _run(case: str, dtype_name: str, profile: str) -> dict:
         fn, inputs, oracle = tv.BUGS[case]
         row["kind"] = "bug"
         try:  # the verdict is what counts: no shrinking, as in the test
-            with profiles.without_shrinking():
-                report = gc.verify(fn, inputs, reference=oracle, dtypes=(dtype,), name=case)
+            with profiles.without_shrinking():  # and no held-out rounds after the first finding
+                report = gc.verify(fn, inputs, reference=oracle, dtypes=(dtype,), name=case, max_findings=1)
             row.update(passed=True, examples=report.examples(dtype_name))
         except gc.VerificationError as error:
             row.update(passed=False, check=error.check, found_at=getattr(error, "found_at", None))
