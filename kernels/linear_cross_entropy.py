@@ -493,33 +493,35 @@ def _lce_dweight_kernel(
 
 def _check_linear_cross_entropy(hidden, weight, target, bias, ignore_index, reduction) -> None:
     """Shapes, dtypes, devices and options: everything but the target values (checked on the
-    device data, in the op, before its first launch)."""
-    rt.check_float(hidden, "hidden")
-    rt.check_float(weight, "weight")
+    device data, in the op, before its first launch). Messages use torch's argument names: input
+    (hidden), linear_weight, linear_bias."""
+    rt.check_float(hidden, "input")
+    rt.check_float(weight, "linear_weight")
     if bias is not None:
-        rt.check_float(bias, "bias")
-    rt.check_same_dtype(hidden=hidden, weight=weight, bias=bias)
+        rt.check_float(bias, "linear_bias")
+    rt.check_same_dtype(input=hidden, linear_weight=weight, linear_bias=bias)
     if not isinstance(target, torch.Tensor):
         raise TypeError(f"target must be a torch.Tensor of int64 class indices, got {type(target).__name__}")
     if target.dtype != torch.int64:
         raise TypeError(f"target has dtype {str(target.dtype).removeprefix('torch.')}; expected int64 class indices")
     rt.check_device(hidden, weight, target, bias)
     if hidden.dim() != 2:
-        raise ValueError(f"hidden must be 2-D (N, H); got shape {tuple(hidden.shape)}")
+        raise ValueError(f"input must be 2-D (N, H); got shape {tuple(hidden.shape)}")
     if weight.dim() != 2:
-        raise ValueError(f"weight must be 2-D (V, H); got shape {tuple(weight.shape)}")
+        raise ValueError(f"linear_weight must be 2-D (V, H); got shape {tuple(weight.shape)}")
     n, h = hidden.shape
     v = weight.shape[0]
     if weight.shape[1] != h:
         raise ValueError(
-            f"hidden {tuple(hidden.shape)} has H={h} features but weight {tuple(weight.shape)} has {weight.shape[1]}"
+            f"input {tuple(hidden.shape)} has H={h} features but linear_weight {tuple(weight.shape)} has "
+            f"{weight.shape[1]}"
         )
     if v == 0:
-        raise ValueError(f"weight {tuple(weight.shape)} has no classes (V=0)")
+        raise ValueError(f"linear_weight {tuple(weight.shape)} has no classes (V=0)")
     if bias is not None and tuple(bias.shape) != (v,):
-        raise ValueError(f"bias has shape {tuple(bias.shape)}; expected ({v},), one per class")
+        raise ValueError(f"linear_bias has shape {tuple(bias.shape)}; expected ({v},), one per class")
     if tuple(target.shape) != (n,):
-        raise ValueError(f"target has shape {tuple(target.shape)}; expected ({n},), one class index per row of hidden")
+        raise ValueError(f"target has shape {tuple(target.shape)}; expected ({n},), one class index per row of input")
     if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
         raise TypeError(f"ignore_index must be an int, got {type(ignore_index).__name__}")
     check_reduction(reduction)
@@ -792,18 +794,33 @@ linear_cross_entropy_op.register_autograd(_autograd_backward, setup_context=_set
 
 
 def linear_cross_entropy(
-    hidden: torch.Tensor,
-    weight: torch.Tensor,
+    input: torch.Tensor,
+    linear_weight: torch.Tensor,
     target: torch.Tensor,
-    bias: torch.Tensor | None = None,
-    ignore_index: int = -100,
+    *,
+    linear_bias: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
     reduction: str = "mean",
+    ignore_index: int | None = None,
+    label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """``F.cross_entropy(F.linear(hidden, weight, bias), target, ignore_index=..., reduction=...)``
-    without materialising the (N, V) logits: hidden (N, H), weight (V, H), bias (V,) or None,
-    target (N,) int64 class indices; an out-of-range target (other than ``ignore_index``) raises
-    IndexError; all targets ignored gives NaN for 'mean', as torch. hidden, weight and bias get
-    gradients."""
-    _check_linear_cross_entropy(hidden, weight, target, bias, ignore_index, reduction)
-    loss, _, _ = linear_cross_entropy_op(hidden, weight, target, bias, ignore_index, reduction)
+    """``torch.nn.functional.linear_cross_entropy`` (its signature, torch >= 2.13), i.e.
+    ``F.cross_entropy(F.linear(input, linear_weight, linear_bias), target, ...)``, without
+    materialising the (N, V) logits: input (N, H), linear_weight (V, H), linear_bias (V,) or None,
+    target (N,) int64 class indices; ``ignore_index=None`` means -100, as torch. An out-of-range
+    target (other than ``ignore_index``) raises IndexError; all targets ignored gives NaN for
+    'mean', as torch. input, linear_weight and linear_bias get gradients. Class weights
+    (``weight``) and ``label_smoothing`` are not implemented and raise NotImplementedError."""
+    if weight is not None:
+        raise NotImplementedError(
+            "linear_cross_entropy: class weights (weight=) are not supported by this kernel; use "
+            "F.cross_entropy(F.linear(...), weight=...)"
+        )
+    if label_smoothing != 0.0:
+        raise NotImplementedError(
+            f"linear_cross_entropy: label_smoothing={label_smoothing!r} is not supported by this kernel (only 0.0)"
+        )
+    ignore_index = -100 if ignore_index is None else ignore_index
+    _check_linear_cross_entropy(input, linear_weight, target, linear_bias, ignore_index, reduction)
+    loss, _, _ = linear_cross_entropy_op(input, linear_weight, target, linear_bias, ignore_index, reduction)
     return loss

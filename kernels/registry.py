@@ -49,6 +49,14 @@ def _attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, is_causal: boo
     return attention.scaled_dot_product_attention(q, k, v, is_causal=is_causal, scale=scale)
 
 
+def _linear_cross_entropy(hidden, weight, target, bias, ignore_index, reduction):
+    """``kernels.linear_cross_entropy.linear_cross_entropy`` (torch's keyword-only signature) in
+    the catalog's positional convention (hidden, weight, target, bias, ignore_index, reduction)."""
+    return linear_cross_entropy.linear_cross_entropy(
+        hidden, weight, target, linear_bias=bias, ignore_index=ignore_index, reduction=reduction
+    )
+
+
 def _sgd(param, grad, buf, lr, momentum, dampening, weight_decay, nesterov, maximize, first_step):
     """``kernels.optim.sgd_step`` with positional hyperparameters; the new buffer only with momentum."""
     new_param, new_buf = optim.sgd_step(
@@ -86,8 +94,7 @@ IMPLEMENTATIONS: dict[str, Callable] = {
     "embedding": embedding.embedding,
     "logsumexp": logsumexp.logsumexp,
     "rotary_embedding": rotary.rotary_embedding,
-    # (hidden, weight, target, bias, ignore_index, reduction)
-    "linear_cross_entropy": linear_cross_entropy.linear_cross_entropy,
+    "linear_cross_entropy": _linear_cross_entropy,
     "scaled_dot_product_attention": _attention,
 }
 

@@ -39,6 +39,13 @@ def _torch_lce(hidden, weight, target, bias=None, ignore_index=-100, reduction="
     return F.cross_entropy(F.linear(hidden, weight, bias), target, ignore_index=ignore_index, reduction=reduction)
 
 
+def _ours(hidden, weight, target, bias=None, ignore_index=-100, reduction="mean"):
+    """Our kernel (torch's keyword-only signature) called as ``_torch_lce`` is."""
+    return linear_cross_entropy(
+        hidden, weight, target, linear_bias=bias, ignore_index=ignore_index, reduction=reduction
+    )
+
+
 def _loss_and_grads(fn, hidden, weight, target, bias, g, **kwargs):
     leaves = [t.detach().requires_grad_() for t in (hidden, weight, *([bias] if bias is not None else []))]
     loss = fn(leaves[0], leaves[1], target, leaves[2] if bias is not None else None, **kwargs)
@@ -51,7 +58,7 @@ def _check_against_torch(hidden, weight, target, bias=None, g=None, **kwargs):
     n, h = hidden.shape
     ref_loss = _torch_lce(hidden.double(), weight.double(), target, None if bias is None else bias.double(), **kwargs)
     g = _randn(*ref_loss.shape, seed=7) if g is None else g
-    loss, grads = _loss_and_grads(linear_cross_entropy, hidden, weight, target, bias, g, **kwargs)
+    loss, grads = _loss_and_grads(_ours, hidden, weight, target, bias, g, **kwargs)
     ref_loss, ref_grads = _loss_and_grads(
         _torch_lce, hidden.double(), weight.double(), target, None if bias is None else bias.double(), g, **kwargs
     )
@@ -103,27 +110,41 @@ def test_ignore_index_inside_the_classes_is_ignored_and_any_other_index_counts()
         _check_against_torch(hidden, weight, target, ignore_index=2, reduction=reduction)
 
 
+def test_signature_and_defaults_are_torchs():
+    """torch's keyword names call ours unchanged; ``ignore_index=None`` (torch's default) is -100;
+    where torch has ``F.linear_cross_entropy`` (2.13 on), both agree on the same call."""
+    hidden, weight, bias = _randn(5, 3), _randn(6, 3, seed=1), _randn(6, seed=2)
+    target = torch.tensor([0, -100, 5, 2, -100], device=rt.device())
+    call = {"linear_bias": bias, "reduction": "sum"}
+    ours = linear_cross_entropy(hidden, weight, target, ignore_index=None, **call)
+    assert torch.equal(ours, linear_cross_entropy(hidden, weight, target, ignore_index=-100, **call))
+    if hasattr(F, "linear_cross_entropy"):
+        assert_close(ours, F.linear_cross_entropy(hidden, weight, target, **call), depth=3 + 6 + 5, ulps=4)
+
+
 @pytest.mark.parametrize(
     ("args", "error", "message"),
     [
         ({"target": torch.tensor([0, 1, 2], dtype=torch.int32)}, TypeError, "dtype int32; expected int64"),
         ({"target": torch.tensor([0, 1])}, ValueError, r"target has shape \(2,\); expected \(3,\)"),
-        ({"hidden": torch.randn(3, 4, 1)}, ValueError, r"hidden must be 2-D \(N, H\)"),
-        ({"weight": torch.randn(5, 3)}, ValueError, "H=4 features but weight"),
-        ({"weight": torch.randn(0, 4)}, ValueError, r"no classes \(V=0\)"),
-        ({"bias": torch.randn(4)}, ValueError, r"bias has shape \(4,\); expected \(5,\)"),
-        ({"bias": torch.randn(5, dtype=torch.float64)}, TypeError, "mixed dtypes"),
-        ({"hidden": torch.randn(3, 4).long()}, TypeError, "hidden has dtype int64"),
+        ({"input": torch.randn(3, 4, 1)}, ValueError, r"input must be 2-D \(N, H\)"),
+        ({"linear_weight": torch.randn(5, 3)}, ValueError, "H=4 features but linear_weight"),
+        ({"linear_weight": torch.randn(0, 4)}, ValueError, r"no classes \(V=0\)"),
+        ({"linear_bias": torch.randn(4)}, ValueError, r"linear_bias has shape \(4,\); expected \(5,\)"),
+        ({"linear_bias": torch.randn(5, dtype=torch.float64)}, TypeError, "mixed dtypes"),
+        ({"input": torch.randn(3, 4).long()}, TypeError, "input has dtype int64"),
         ({"reduction": "avg"}, ValueError, "reduction='avg'"),
         ({"ignore_index": 1.5}, TypeError, "ignore_index must be an int"),
+        ({"weight": torch.ones(5)}, NotImplementedError, r"class weights \(weight=\) are not supported"),
+        ({"label_smoothing": 0.1}, NotImplementedError, "label_smoothing=0.1 is not supported"),
     ],
 )
 def test_bad_arguments_raise(args, error, message):
     call = {
-        "hidden": torch.randn(3, 4),
-        "weight": torch.randn(5, 4),
+        "input": torch.randn(3, 4),
+        "linear_weight": torch.randn(5, 4),
         "target": torch.tensor([0, 1, 4]),
-        "bias": None,
+        "linear_bias": None,
         "ignore_index": -100,
         "reduction": "mean",
     }
@@ -145,7 +166,7 @@ def test_all_targets_ignored_matches_torch(reduction):
     hidden, weight, bias = _randn(5, 4), _randn(6, 4, seed=1), _randn(6, seed=2)
     target = torch.full((5,), -100, device=rt.device())
     g = torch.ones(5 if reduction == "none" else (), dtype=torch.float64, device=rt.device())
-    loss, grads = _loss_and_grads(linear_cross_entropy, hidden, weight, target, bias, g, reduction=reduction)
+    loss, grads = _loss_and_grads(_ours, hidden, weight, target, bias, g, reduction=reduction)
     ref, _ = _loss_and_grads(_torch_lce, hidden, weight, target, bias, g, reduction=reduction)
     assert_close(loss, ref)
     assert bool(loss.isnan().all()) if reduction == "mean" else bool((loss == 0).all())
@@ -159,7 +180,7 @@ def test_empty_batch_matches_torch(reduction, no_launch):
     hidden, weight, bias = _randn(0, 4), _randn(6, 4, seed=1), _randn(6, seed=2)
     target = torch.empty((0,), dtype=torch.int64, device=rt.device())
     g = torch.ones((0,) if reduction == "none" else (), dtype=torch.float64, device=rt.device())
-    loss, grads = _loss_and_grads(linear_cross_entropy, hidden, weight, target, bias, g, reduction=reduction)
+    loss, grads = _loss_and_grads(_ours, hidden, weight, target, bias, g, reduction=reduction)
     ref, ref_grads = _loss_and_grads(_torch_lce, hidden, weight, target, bias, g, reduction=reduction)
     assert loss.shape == ref.shape
     torch.testing.assert_close(loss, ref, equal_nan=True, rtol=0, atol=0)
@@ -193,7 +214,7 @@ def test_only_the_gradients_asked_for():
     hidden, weight, bias = _randn(6, 5), _randn(9, 5, seed=1), _randn(9, seed=2)
     target = _targets(6, 9)
     ref = _torch_lce(hidden, weight.requires_grad_(), target, bias.requires_grad_())
-    loss = linear_cross_entropy(hidden, weight, target, bias)
+    loss = linear_cross_entropy(hidden, weight, target, linear_bias=bias)
     grads, ref_grads = torch.autograd.grad(loss, (weight, bias)), torch.autograd.grad(ref, (weight, bias))
     for got, want in zip(grads, ref_grads, strict=True):
         assert_close(got, want, depth=20, grad=True, expected_rounded=True)
@@ -318,7 +339,7 @@ def test_linear_cross_entropy_past_2_to_the_31_logits(h):
     target[::5] = -100
     g = torch.randn(rows, device="cuda", dtype=torch.bfloat16, generator=gen)
     leaves = [t.detach().requires_grad_() for t in (hidden, weight, bias)]
-    loss = linear_cross_entropy(leaves[0], leaves[1], target, leaves[2], reduction="none")
+    loss = linear_cross_entropy(leaves[0], leaves[1], target, linear_bias=leaves[2], reduction="none")
     dh, dw, db = torch.autograd.grad(loss, leaves, g)
     ref_loss, ref_dh, ref_dw, ref_db = _reference_in_chunks(hidden, weight, target, bias, g)
     # fp32 on the bf16 inputs: exact next to bf16's rounding
