@@ -13,7 +13,11 @@ __all__ = ["scaled_dot_product_attention", "scaled_dot_product_attention_vjp"]
 
 
 def _scale(q: np.ndarray, scale) -> float:
-    return 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    """1 / sqrt(D) unless given; at D = 0 every score is an empty sum, 0 at any scale, so 1 (torch
+    gives the plain mean of v there)."""
+    if scale is not None:
+        return float(scale)
+    return 1.0 / math.sqrt(q.shape[-1]) if q.shape[-1] else 1.0
 
 
 def _scores(q, k, is_causal, c: float) -> np.ndarray:

@@ -177,6 +177,19 @@ def test_empty_dims_match_torch(shape, launches):
         assert launches == []  # nothing to compute: no kernel runs
 
 
+@pytest.mark.parametrize("shape", [*EMPTY, (1, 2, 3, 3, 4, 0), (1, 2, 3, 5, 0, 4)], ids=str)
+def test_the_reference_on_empty_dims_matches_torch(shape):
+    """The NumPy reference agrees with torch (float64) on the same shapes; at D = 0 its default
+    scale 1/sqrt(D) does not divide by zero."""
+    b, h, tq, tk, d, dv = shape
+    q, k, v = _randn((b, h, tq, d), seed=0), _randn((b, h, tk, d), seed=1), _randn((b, h, tk, dv), seed=2)
+    want = _forward_backward(F.scaled_dot_product_attention, q, k, v)
+    got = _reference(q, k, v, torch.ones_like(want[0]), False, None)
+    for name, a, e in zip(("output", "dq", "dk", "dv"), got, want, strict=True):
+        assert a.shape == e.shape, name
+        assert_close(a, e, depth=max(tk, 1), grad=name != "output", msg=name)
+
+
 def test_bad_inputs_raise_before_launch(launches):
     q, k, v = (_randn((1, 2, 3, 4), seed=s) for s in range(3))
     sdpa = scaled_dot_product_attention
