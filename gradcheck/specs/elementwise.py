@@ -89,16 +89,31 @@ def _pow_inputs(draw, dtype: torch.dtype):
 # ---------------------------------------------------------------------------------------------
 
 
-def _binary_spec(name: str, doc: str, inputs=_pair) -> OpSpec:
+def _rounded_products(vjp):
+    """``vjp_terms`` for a VJP whose terms are products (mul's g*b, div's g/b): the VJP on absolute
+    values, declared as terms stored at the dtype. Composed eager code (torch's own autograd: g*b
+    at the tensor's dtype, then ``sum_to_size``) rounds each product before the broadcast sum, an
+    error of up to u_out * sum|terms| that the fp32-accumulation row alone does not cover
+    (measured: torch.mul's bf16 gradient of a broadcast operand, 4x over it at a cancelling sum)."""
+
+    def terms(*arrays):
+        return vjp(*(np.abs(a) if isinstance(a, np.ndarray) else a for a in arrays))
+
+    return terms
+
+
+def _binary_spec(name: str, doc: str, inputs=_pair, *, products: bool = False) -> OpSpec:
+    vjp = getattr(reference.elementwise, f"{name}_vjp")
     return OpSpec(
         name=name,
         reference=getattr(reference.elementwise, name),
-        reference_vjp=getattr(reference.elementwise, f"{name}_vjp"),
+        reference_vjp=vjp,
         inputs=inputs,
         depth=_broadcast_depth,
         # the op on |a|, |b| (and the VJP on |g| too) bounds the sum of |terms| of each result:
         # exactly for add, sub, mul; for div, |a| / |b| and sum |g a / b^2| are the same bound
         multilinear=True,
+        vjp_terms=_rounded_products(vjp) if products else None,
         torch_fn=getattr(torch, name),
         doc=doc,
     )
@@ -119,8 +134,15 @@ def _unary_spec(name: str, inputs, ulps: float, doc: str) -> OpSpec:
 SPECS = [
     _binary_spec("add", "a + b with broadcasting; each grad is g summed over the dims its input was broadcast along"),
     _binary_spec("sub", "a - b with broadcasting; grads g and -g, summed over broadcast dims"),
-    _binary_spec("mul", "a * b with broadcasting; grads g*b and g*a in one pass, summed over broadcast dims"),
-    _binary_spec("div", "a / b (correctly rounded) with broadcasting; grads g/b and -g*(a/b)/b", inputs=_div_pair),
+    _binary_spec(
+        "mul", "a * b with broadcasting; grads g*b and g*a in one pass, summed over broadcast dims", products=True
+    ),
+    _binary_spec(
+        "div",
+        "a / b (correctly rounded) with broadcasting; grads g/b and -g*(a/b)/b",
+        inputs=_div_pair,
+        products=True,
+    ),
     _unary_spec("neg", _unary(VALUES), 0.0, "-x; grad -g"),
     # libdevice's expf/logf are within 2 ulps (CUDA math docs); the backward recomputes exp(x)
     _unary_spec("exp", _exp_inputs, 2.0, "exp(x); grad g*exp(x)"),
