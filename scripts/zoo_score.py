@@ -1,6 +1,6 @@
 """The engine's mutation score: every zoo mutant against the engine, every twin through it.
 
-    python scripts/zoo_score.py --profile thorough --json zoo.json [--twins-only] [-j 2]
+    python scripts/zoo_score.py --profile thorough --json zoo.json [--twins-only | --mutants-only] [-j 2]
 
 For each case: which check rejected the mutant (and whether it is one the case expects), and for
 the twin, whether it passed, with the examples run per dtype and the time. Prints a table last;
@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 from scripts._pool import run_all  # noqa: E402
 
 
-def _run(name: str, profile: str, twins_only: bool) -> dict:
+def _run(name: str, profile: str, twins_only: bool, mutants_only: bool = False) -> dict:
 
     import gradcheck as gc
     from gradcheck import profiles
@@ -42,6 +42,8 @@ def _run(name: str, profile: str, twins_only: bool) -> dict:
         except gc.VerificationError as error:
             row["mutant"] = {"rejected": True, "check": error.check, "expected": error.check in case.expected}
         row["mutant"]["seconds"] = round(time.perf_counter() - start, 2)
+    if mutants_only:
+        return row
     start = time.perf_counter()
     try:
         report = gc.verify(case.twin, case.inputs, name=f"{name}_twin", **case.verify_options())
@@ -58,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", default=os.environ.get("GRADCHECK_PROFILE", "ci"))
     parser.add_argument("--json", type=Path, help="write the rows here")
     parser.add_argument("--twins-only", action="store_true", help="skip the mutants")
+    parser.add_argument("--mutants-only", action="store_true", help="skip the twins")
     parser.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args(argv)
 
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
 
     names = [case.name for case in CASES]
     start = time.perf_counter()
-    jobs = [(name, args.profile, args.twins_only) for name in names]
+    jobs = [(name, args.profile, args.twins_only, args.mutants_only) for name in names]
     rows = run_all(_run, jobs, workers=args.jobs, log=sys.stderr, label=f"zoo under '{args.profile}'")
     total = time.perf_counter() - start
 
@@ -85,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             verdict = mutant["check"]
         else:
             verdict = f"[red]{mutant['check'] or 'NOT REJECTED'}[/red]"
-        twin = row["twin"]
+        twin = row.get("twin")
+        if twin is None:
+            table.add_row(row["case"], verdict, "-", "-", "-")
+            continue
         clean += bool(twin["passed"])
         examples = ", ".join(f"{k} {v}" for k, v in twin.get("examples", {}).items())
         table.add_row(
@@ -94,11 +100,12 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(width=None if sys.stdout.isatty() else 140)
     console.print(table)
     score = "" if args.twins_only else f"mutants rejected by an expected check: {caught}/{len(rows)}; "
-    console.print(f"{score}twins passing: {clean}/{len(rows)}")
+    twins = "" if args.mutants_only else f"twins passing: {clean}/{len(rows)}"
+    console.print(f"{score}{twins}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps({"profile": args.profile, "seconds": round(total, 1), "rows": rows}, indent=2))
-    ok = clean == len(rows) and (args.twins_only or caught == len(rows))
+    ok = (args.mutants_only or clean == len(rows)) and (args.twins_only or caught == len(rows))
     return 0 if ok else 1
 
 
