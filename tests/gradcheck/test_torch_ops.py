@@ -82,11 +82,20 @@ KNOWN_FAILURES.update(
         for d in ("float32", "float16", "bfloat16", "float64")
     }
 )
+KNOWN_FAILURES.update(
+    {
+        ("scaled_dot_product_attention", d): "torch bug (tests/gradcheck/test_torch_sdpa.py::"
+        "test_torch_cpu_sdpa_expanded_query_with_unit_stride_heads): its CPU flash kernel allocates the output "
+        "of a query expanded along T with unit-stride heads with T and D swapped, and fills it wrongly"
+        for d in ("float32", "float16", "bfloat16", "float64")
+    }
+)
 #: Known failures whose failing input the short ci profile (10 examples) does not always reach:
 #: not strict there (group_norm f16/bf16: a channels_last input with a mean offset; cross_entropy f16
 #: and layer_norm f16: 2049 rows; linear f16: a transposed input with an expanded weight, found
-#: under thorough).
+#: under thorough; attention: a query expanded along T, drawn within 150 examples at fp32 and fp64).
 RARE = {
+    *(("scaled_dot_product_attention", d) for d in ("float32", "float16", "bfloat16", "float64")),
     ("cross_entropy", "float16"),
     ("group_norm", "float16"),
     ("group_norm", "bfloat16"),
