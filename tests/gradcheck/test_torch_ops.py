@@ -46,8 +46,9 @@ KNOWN_FAILURES: dict[tuple[str, str], str] = {
 }
 for _dtype in ("float16", "bfloat16"):
     KNOWN_FAILURES[("linear", _dtype)] = (
-        "torch bug (test_torch_linear_low_precision_stride0_bias_rounds_twice): on some layouts (a 1-D input with "
-        "a stride-0 bias; a transposed input with an expanded weight) its CPU fp16/bf16 linear rounds x @ W^T to "
+        "torch bug (test_torch_linear_low_precision_stride0_operand_rounds_twice): on some layouts (a 1-D input of "
+        "stride 0, or with a stride-0 bias; at fp16 also a transposed input with an expanded weight) its CPU "
+        "fp16/bf16 linear rounds x @ W^T to "
         "the dtype before adding the bias (22% off in bf16 where they cancel); a contiguous bias or a 2-D input "
         "gives the correctly rounded result"
     )
@@ -224,10 +225,11 @@ def test_torch_conv2d_weight_grad_in_low_precision(dtype):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=_id)
-def test_torch_linear_low_precision_stride0_bias_rounds_twice(dtype):
+def test_torch_linear_low_precision_stride0_operand_rounds_twice(dtype):
     """torch 2.13's CPU fp16/bf16 F.linear on a 1-D input with a stride-0 (expanded) bias of two or
     more outputs rounds x @ W^T to the dtype before adding the bias: 0.125977 * -2.71875 + 0.345703 =
-    0.0032043 (representable in both) comes out 0.0039063 in bf16 (22% off), 0.0031738 in fp16. The
+    0.0032043 (representable in both) comes out 0.0039063 in bf16 (22% off), 0.0031738 in fp16; so
+    does a 1-D input of stride 0 (two equal elements) with a contiguous bias. The
     same values with a contiguous bias, a 2-D input, or one output give 0.0032043. When this fails,
     torch is fixed: drop linear's known failure at that dtype."""
     x = torch.tensor([0.125977], dtype=dtype)
@@ -239,6 +241,13 @@ def test_torch_linear_low_precision_stride0_bias_rounds_twice(dtype):
     assert F.linear(x[None], w, bias)[0, 0].item() == exact
     assert F.linear(x, w[:1], bias[:1]).item() == exact
     assert F.linear(x, w, bias)[0].item() != exact, "torch's 1-D linear with a stride-0 bias rounds once now: fixed"
+    # the same with a stride-0 input of two elements (found so under thorough: a (3,) input expanded)
+    x2 = torch.tensor(0.125977 / 2, dtype=dtype).expand(2)
+    w2, b2 = torch.full((2, 2), -2.71875, dtype=dtype), bias.contiguous()
+    exact2 = F.linear(x2.double(), w2.double(), b2.double())[0].item()
+    assert torch.tensor(exact2, dtype=dtype).item() == exact2
+    assert F.linear(x2.contiguous(), w2, b2)[0].item() == exact2
+    assert F.linear(x2, w2, b2)[0].item() != exact2, "torch's 1-D linear with a stride-0 input rounds once now: fixed"
 
 
 def _conv2d_canonical(x, weight, bias, stride, padding, dilation, groups):
