@@ -64,9 +64,9 @@ for _dtype in ("float16", "bfloat16"):
         "products (the dtype's row, and torch's CUDA kernels) is off by K * 2^-24 * sum|terms|"
     )
     KNOWN_FAILURES[("embedding", _dtype)] = (
-        "torch's CPU embedding backward sums the gradient rows of a repeated index in the low-precision "
-        "dtype, one rounded addition at a time (test_torch_embedding_backward_accumulates_in_low_precision); "
-        "the dtype's row assumes fp32 accumulation, as torch's CUDA kernel does"
+        "torch bug (test_torch_embedding_backward_accumulates_in_low_precision): its CPU embedding backward sums "
+        "the gradient rows of a repeated index in the low-precision dtype, one rounded addition at a time; the "
+        "dtype's row assumes fp32 accumulation, as torch's CUDA kernel does"
     )
 KNOWN_FAILURES.update(
     {("max_pool2d", d): KNOWN_FAILURES[("max_pool2d", "float32")] for d in ("float16", "bfloat16", "float64")}
