@@ -1,7 +1,8 @@
 """torch's own ops through the catalog's battery: ``python -m gradcheck --torch`` for every op, several
 ops at once, each op and dtype isolated in a child process by the command line.
 
-    python scripts/torch_battery.py --profile thorough -j 2 --out DIR [--ops a,b] [--merge-only]
+    python scripts/torch_battery.py --profile thorough -j 2 --out DIR [--ops a,b] [--dtypes d,e]
+        [--merge-only] [--override LATER_DIR]
 
 Each op writes ``DIR/<op>.json`` (and its log ``DIR/<op>.out``) as it goes; when all have run, the
 rows are merged into ``DIR/verify_torch_ops.json`` (the command line's JSON format) and a Markdown
@@ -24,9 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def _run_op(op: str, profile: str, out: Path) -> int:
+def _run_op(op: str, profile: str, out: Path, dtypes: str | None) -> int:
     cmd = [sys.executable, "-m", "gradcheck", "--torch", "--profile", profile, "--max-findings", "1"]
-    cmd += ["--ops", op, "--json", str(out / f"{op}.json")]
+    cmd += ["--ops", op, "--json", str(out / f"{op}.json")] + (["--dtypes", dtypes] if dtypes else [])
     with open(out / f"{op}.out", "w") as log:
         return subprocess.run(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, check=False).returncode
 
@@ -64,7 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-j", "--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--ops", help="comma-separated (default: the whole catalog)")
+    parser.add_argument("--dtypes", help="comma-separated (default: each op's)")
     parser.add_argument("--merge-only", action="store_true", help="merge the JSON already in --out; run nothing")
+    parser.add_argument(
+        "--override",
+        type=Path,
+        action="append",
+        default=[],
+        help="a directory of a later run (say, of the failed rows after an engine fix): its rows replace the "
+        "same op and dtype's (repeatable)",
+    )
     args = parser.parse_args(argv)
 
     import gradcheck as gc
@@ -77,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with Progress() as progress, ThreadPoolExecutor(args.jobs) as pool:
             task = progress.add_task(f"torch's ops under {args.profile}", total=len(ops))
-            for _ in pool.map(lambda op: _run_op(op, args.profile, args.out), ops):
+            for _ in pool.map(lambda op: _run_op(op, args.profile, args.out, args.dtypes), ops):
                 progress.advance(task)
 
     rows, missing, seconds = [], [], 0.0
@@ -89,6 +99,19 @@ def main(argv: list[str] | None = None) -> int:
         if data is not None:
             rows += data["results"]
             seconds += data["seconds"]
+    for later in args.override:
+        for path in sorted(later.glob("*.json")):
+            data = json.loads(path.read_text())
+            if data.get("partial"):
+                continue
+            for row in data["results"]:
+                row["rerun"] = str(later)
+                keep = [r for r in rows if (r["op"], r["dtype"]) != (row["op"], row["dtype"])]
+                seconds += row["seconds"]
+                rows = [*keep, row]
+    order = {op: i for i, op in enumerate(ops)}
+    dorder = {d: i for i, d in enumerate(("float32", "float16", "bfloat16", "float64"))}
+    rows.sort(key=lambda r: (order.get(r["op"], len(order)), dorder.get(r["dtype"], 9)))
     merged = {"results": rows, "seconds": seconds, "partial": bool(missing)}
     if not args.merge_only:
         merged["wall_seconds"] = time.perf_counter() - started
