@@ -525,6 +525,21 @@ def test_finite_differences_of_an_implementation_that_cancels_inside_ask_the_ref
     assert report.stat("float64", "jacobian").examples > 0
 
 
+def test_a_gradient_that_overflows_the_dtype_is_not_judged_by_finite_differences() -> None:
+    """a / b with a = 2^-7 of shape (1, 1) broadcast over 8194 elements of b = 2^-11: a's gradient,
+    the sum of 2048 g, lies past fp16's largest finite value, so a correct fp16 kernel returns inf
+    ('backward' expects that overflow). 'backward_fd' failed torch.div there under thorough (a
+    difference of finite forwards against an infinite gradient, measured); it now skips it."""
+    a = torch.full((1, 1), 2.0**-7, dtype=torch.float64)
+    b = torch.full((1, 4097, 2), 2.0**-11, dtype=torch.float64)
+    with profiles.overridden(derandomize=True, database=None):
+        report = gc.verify_op(
+            "div", impl=torch.div, inputs=lambda dtype: st.just((a, b)), dtypes=[torch.float16], max_examples=5
+        )
+    assert report.stat("float16", "backward").examples > 0
+    assert report.stat("float16", "backward_fd").skipped > 0
+
+
 class _ShiftedWrongSlope(torch.autograd.Function):
     """``_shifted`` whose backward gives x1 a slope of 1 (its true slope is 0)."""
 
